@@ -1,0 +1,46 @@
+# lmlab — `make help` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+PYTEST_ARGS ?=
+UI_PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast lint format ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install lmlab with its dependencies (CPU torch unless a GPU is present)
+
+$(STAMP): pyproject.toml scripts/install_torch.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	scripts/install_torch.sh $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world); ARGS="..." adds overrides
+	$(BIN)/python train.py $(ARGS)
+
+test: $(STAMP) ## run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## run the tests that are not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: $(STAMP) ## serve the MLflow UI for this project's runs on 127.0.0.1:$(UI_PORT)
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db" \
+		--default-artifact-root "$(CURDIR)/mlartifacts" --host 127.0.0.1 --port $(UI_PORT)
+
+clean: ## remove outputs, caches and the local MLflow store (keeps .venv)
+	rm -rf outputs .cache mlflow.db mlartifacts .pytest_cache

@@ -1,0 +1,3 @@
+"""lmlab: pretrain Transformer language models with different self-supervised objectives."""
+
+__version__ = "0.1.0"

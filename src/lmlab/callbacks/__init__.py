@@ -1,0 +1,6 @@
+"""Lightning callbacks that know nothing about specific objectives."""
+
+from lmlab.callbacks.history import MetricHistory
+from lmlab.callbacks.throughput import token_throughput
+
+__all__ = ["MetricHistory", "token_throughput"]

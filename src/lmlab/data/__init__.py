@@ -1,0 +1,1 @@
+"""Data pipeline: sources -> documents -> tokenizer -> token cache -> packed blocks -> batches."""

@@ -1,0 +1,81 @@
+"""Schema of the `data` config group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SOURCES = ("synthetic", "files", "hub")
+DOCUMENT_SPLITTING = ("line", "paragraph", "wikitext")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
+
+
+@dataclass
+class WorldConfig:
+    """The synthetic world (data.source=synthetic)."""
+
+    seed: int = 1234
+    train_documents: int = 20000
+    validation_documents: int = 500
+    people: int = 300
+    places: int = 60
+    organisations: int = 80
+
+
+@dataclass
+class HubConfig:
+    """A dataset from the Hugging Face hub, or a local dataset directory given as `path`."""
+
+    path: str = ""
+    name: str | None = None
+    revision: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    streaming: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "wordpiece"
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    lowercase: bool = True
+    # A trained tokenizer.json to load instead of training one.
+    path: str | None = None
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    source: str = "synthetic"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+    files: list[str] = field(default_factory=list)
+    # For .txt files: one document per line, per blank-line-separated paragraph, or per WikiText article.
+    documents: str = "paragraph"
+    text_column: str = "text"
+    # Without a validation split, every round(1/validation_fraction)-th document is held out.
+    validation_fraction: float = 0.05
+    max_documents: int | None = None
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    block_size: int = 128
+    batch_size: int = 32
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        _choice("data.source", self.source, SOURCES)
+        _choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        _choice("data.tokenizer.kind", self.tokenizer.kind, TOKENIZER_KINDS)
+        if self.source == "files" and not self.files:
+            raise ValueError("data.source=files needs data.files=[path, ...]; none given")
+        if self.source == "hub" and not self.hub.path:
+            raise ValueError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
+        if not 0.0 < self.validation_fraction < 0.5:
+            raise ValueError(f"data.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+        for key in ("block_size", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")

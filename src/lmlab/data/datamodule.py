@@ -1,0 +1,75 @@
+"""The LightningDataModule for pretraining: corpus -> tokenizer -> token cache -> packed blocks -> batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, Transform, collate
+from lmlab.data.config import DataConfig
+from lmlab.data.corpus import build_corpus
+from lmlab.data.token_cache import TokenArray, load_or_build
+from lmlab.data.tokenizer import PAD, TrainedTokenizer, load_or_train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class PretrainDataModule(pl.LightningDataModule):
+    """`prepare()` does the one-off work eagerly (the model's vocabulary depends on it); loaders are cheap."""
+
+    def __init__(self, cfg: DataConfig, cache_dir: Path, seed: int) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.cache_dir = Path(cache_dir)
+        self.seed = seed
+        self.tokenizer: TrainedTokenizer | None = None
+        self.corpus_fingerprint = ""
+        self.splits: dict[str, TokenArray] = {}
+        self._transform: Transform | None = None
+
+    def prepare(self) -> TrainedTokenizer:
+        corpus = build_corpus(self.cfg, self.cache_dir / "hf")
+        self.corpus_fingerprint = corpus.fingerprint
+        self.tokenizer = load_or_train_tokenizer(corpus, self.cfg.tokenizer, self.cache_dir)
+        self.splits = {s: load_or_build(corpus, self.tokenizer, s, self.cache_dir) for s in ("train", "validation")}
+        # Batches are memmap slices from here on; forked loader workers must not inherit tokenizer threads.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        return self.tokenizer
+
+    def set_transform(self, transform: Callable) -> None:
+        self._transform = transform
+
+    def blocks(self, split: str) -> PackedBlocks:
+        assert self.tokenizer is not None, "call prepare() first"
+        return PackedBlocks(self.splits[split].tokens, self.cfg.block_size, self.tokenizer.token_id(PAD))
+
+    def _loader(self, split: str) -> DataLoader:
+        if self._transform is None:
+            raise RuntimeError("PretrainDataModule needs the objective's transform (set_transform) before loading")
+        dataset = BlockDataset(self.blocks(split), self._transform, self.seed)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = EpochSampler(len(dataset), self.seed, shuffle=split == "train", rank=rank, world_size=world)
+        workers = self.cfg.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+            drop_last=split == "train" and len(dataset) >= self.cfg.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation")

@@ -1,0 +1,324 @@
+"""The synthetic world: an offline corpus with real, learnable structure, generated from a seed.
+
+A `World` holds generated people, places and organisations whose attributes stay fixed. Each document
+is about one person and states facts consistent with the world, so context predicts masked words
+(a pronoun agrees with the person, a city mentioned once is mentioned again). Sentences come from
+varied templates with subject-verb agreement. Every document also carries the truth needed for
+downstream tasks: a topic and a sentiment (classification), entity spans with types (NER), questions
+with answer spans (extractive QA) and a headline (seq2seq).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+GENERATOR_VERSION = 1
+
+_SYLLABLES = (
+    "ka ro mi ten var lo sa bel dor ith un qua zel mar fen ost ri an el tor "
+    "vi sul pen ga ne hal bri cor dun ly mo sey tha ver wen yor isk ae lin"
+).split()
+_FIRST_NAMES = {
+    "female": "Amara Beatrix Celine Dalia Elena Freya Greta Helena Ilse Jana Kira Lena Mira Nadia Olga "
+    "Petra Rosa Sofia Tamsin Vera".split(),
+    "male": "Anton Bruno Caspar Dario Emil Felix Gustav Hugo Ivo Jonas Karl Lukas Milo Nils Oskar "
+    "Pavel Rafael Stefan Tobias Viktor".split(),
+}
+_PRONOUNS = {"female": ("she", "her", "her", "Ms."), "male": ("he", "him", "his", "Mr.")}
+_COUNTRIES = ["Averland", "Brisca", "Corvany", "Delmora", "Estany", "Feyland", "Galdonia", "Hestria"]
+_PLACE_KINDS = ("city", "town", "port", "village")
+_ORG_SUFFIX = {
+    "sports": ("United", "Rovers", "Athletic"),
+    "business": ("Group", "Holdings", "Trading"),
+    "science": ("Institute", "Labs", "Observatory"),
+    "politics": ("Party", "Council", "Alliance"),
+    "arts": ("Theatre", "Orchestra", "Gallery"),
+}
+_TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
+    "sports": {
+        "jobs": ("footballer", "coach", "runner", "swimmer", "referee"),
+        "events": ("final", "derby", "championship", "tournament", "race"),
+        "pos": (
+            "won the {event} with a late goal",
+            "set a new record in the {event}",
+            "led the team to victory",
+        ),
+        "neg": (
+            "lost the {event} after a poor start",
+            "was injured early in the {event}",
+            "missed a penalty",
+        ),
+        "head_pos": "wins",
+        "head_neg": "loses",
+    },
+    "business": {
+        "jobs": ("banker", "trader", "manager", "accountant", "founder"),
+        "events": ("merger", "product launch", "quarterly report", "takeover", "sale"),
+        "pos": (
+            "announced record profits after the {event}",
+            "doubled the share price",
+            "signed a major deal",
+        ),
+        "neg": (
+            "reported heavy losses after the {event}",
+            "cut hundreds of jobs",
+            "was fined by the regulator",
+        ),
+        "head_pos": "celebrates",
+        "head_neg": "regrets",
+    },
+    "science": {
+        "jobs": ("chemist", "physicist", "biologist", "astronomer", "engineer"),
+        "events": ("experiment", "expedition", "survey", "trial", "study"),
+        "pos": (
+            "made a breakthrough in the {event}",
+            "discovered a new species",
+            "published a celebrated paper",
+        ),
+        "neg": ("had to abandon the {event}", "lost years of data", "saw the grant withdrawn"),
+        "head_pos": "hails",
+        "head_neg": "abandons",
+    },
+    "politics": {
+        "jobs": ("senator", "mayor", "minister", "diplomat", "campaigner"),
+        "events": ("election", "debate", "referendum", "summit", "vote"),
+        "pos": ("won the {event} by a wide margin", "passed a popular reform", "secured a peace agreement"),
+        "neg": ("lost the {event} to a rival", "resigned after a scandal", "faced angry protests"),
+        "head_pos": "wins",
+        "head_neg": "loses",
+    },
+    "arts": {
+        "jobs": ("painter", "violinist", "actor", "novelist", "sculptor"),
+        "events": ("premiere", "exhibition", "festival", "concert", "tour"),
+        "pos": ("received a standing ovation at the {event}", "won a national prize", "sold out every show"),
+        "neg": ("was booed at the {event}", "cancelled the tour", "received terrible reviews"),
+        "head_pos": "triumphs at",
+        "head_neg": "stumbles at",
+    },
+}
+TOPICS = tuple(_TOPICS)
+SENTIMENTS = ("negative", "positive")
+_FEELINGS = {
+    "positive": ("delighted", "proud", "thrilled", "grateful", "hopeful"),
+    "negative": ("disappointed", "furious", "worried", "ashamed", "exhausted"),
+}
+_CROWD = {
+    "positive": ("happy", "excited", "impressed"),
+    "negative": ("upset", "angry", "unhappy"),
+}
+_CLAIMS = {
+    "positive": ("deserves the praise", "has earned the success", "made everyone proud"),
+    "negative": ("deserves the criticism", "let everyone down", "should apologise"),
+}
+_GROUPS = ("fan", "colleague", "neighbour", "critic", "supporter", "friend")
+
+
+@dataclass(frozen=True)
+class Place:
+    name: str
+    kind: str
+    country: str
+
+
+@dataclass(frozen=True)
+class Organisation:
+    name: str
+    topic: str
+    place: Place
+    founded: int
+
+
+@dataclass(frozen=True)
+class Person:
+    first: str
+    last: str
+    gender: str
+    age: int
+    topic: str
+    job: str
+    home: Place
+    employer: Organisation
+
+    @property
+    def name(self) -> str:
+        return f"{self.first} {self.last}"
+
+
+@dataclass
+class Document:
+    text: str
+    topic: str
+    sentiment: str
+    entities: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, PER|LOC|ORG)
+    facts: list[tuple[str, str, int]] = field(default_factory=list)  # (question, answer, answer start)
+    headline: str = ""
+
+
+class _Writer:
+    """Appends text while recording character spans of entity mentions."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.length = 0
+        self.entities: list[tuple[int, int, str]] = []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.length += len(text)
+
+    def mark(self, text: str) -> int:
+        """Append `text` and return where it starts (for answer spans)."""
+        start = self.length
+        self.add(text)
+        return start
+
+    def entity(self, text: str, kind: str) -> int:
+        start = self.mark(text)
+        self.entities.append((start, self.length, kind))
+        return start
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _proper_name(rng: random.Random, syllables: int) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(syllables)).capitalize()
+
+
+class World:
+    """Entities generated from `seed`; `document(index)` is a pure function of (seed, index)."""
+
+    def __init__(self, seed: int, n_people: int = 300, n_places: int = 60, n_orgs: int = 80) -> None:
+        self.seed = seed
+        rng = random.Random(seed)
+        self.places = [
+            Place(_proper_name(rng, rng.choice((2, 3))), rng.choice(_PLACE_KINDS), rng.choice(_COUNTRIES))
+            for _ in range(n_places)
+        ]
+        self.orgs = []
+        for _ in range(n_orgs):
+            topic = rng.choice(TOPICS)
+            name = f"{_proper_name(rng, 2)} {rng.choice(_ORG_SUFFIX[topic])}"
+            self.orgs.append(Organisation(name, topic, rng.choice(self.places), rng.randint(1850, 2015)))
+        self.people = []
+        for _ in range(n_people):
+            gender = rng.choice(("female", "male"))
+            topic = rng.choice(TOPICS)
+            employers = [o for o in self.orgs if o.topic == topic] or self.orgs
+            self.people.append(
+                Person(
+                    first=rng.choice(_FIRST_NAMES[gender]),
+                    last=_proper_name(rng, rng.choice((2, 3))),
+                    gender=gender,
+                    age=rng.randint(19, 78),
+                    topic=topic,
+                    job=rng.choice(_TOPICS[topic]["jobs"]),
+                    home=rng.choice(self.places),
+                    employer=rng.choice(employers),
+                )
+            )
+
+    def document(self, index: int) -> Document:
+        rng = random.Random(f"{self.seed}:{index}")
+        person = rng.choice(self.people)
+        sentiment = rng.choice(SENTIMENTS)
+        return _compose(rng, person, sentiment, rng.choice(self.places))
+
+    def documents(self, start: int, stop: int) -> list[Document]:
+        return [self.document(i) for i in range(start, stop)]
+
+
+def _compose(rng: random.Random, p: Person, sentiment: str, venue: Place) -> Document:
+    topic = _TOPICS[p.topic]
+    subj, obj, poss, title = _PRONOUNS[p.gender]
+    event = rng.choice(topic["events"])
+    w = _Writer()
+    facts: list[tuple[str, str, int]] = []
+
+    def person_ref(capital: bool = True) -> None:
+        """A later mention: the pronoun, or the title and surname (an entity mention)."""
+        if rng.random() < 0.5:
+            w.add(subj.capitalize() if capital else subj)
+        else:
+            w.add(f"{title} ")
+            w.entity(p.last, "PER")
+
+    w.entity(p.name, "PER")
+    if rng.random() < 0.5:
+        w.add(" is a ")
+        age = w.mark(str(p.age))
+        w.add(f"-year-old {p.job} from ")
+        home = w.entity(p.home.name, "LOC")
+        w.add(".")
+    else:
+        w.add(f", a {p.job} from ")
+        home = w.entity(p.home.name, "LOC")
+        w.add(", is ")
+        age = w.mark(str(p.age))
+        w.add(" years old.")
+    facts.append((f"Where is {p.name} from?", p.home.name, home))
+    facts.append((f"How old is {p.name}?", str(p.age), age))
+
+    body = [_employer, _hometown, _event, _feeling, _crowd]
+    rng.shuffle(body)
+    body.remove(_event)
+    body.insert(rng.randint(0, 1), _event)
+    for sentence in body[: rng.randint(3, len(body))]:
+        w.add(" ")
+        sentence(rng, w, p, sentiment, venue, event, person_ref, facts, (subj, obj, poss))
+    headline_verb = topic["head_pos" if sentiment == "positive" else "head_neg"]
+    headline = f"{p.name} {headline_verb} {event} in {venue.name}"
+    return Document(w.text(), p.topic, sentiment, w.entities, facts, headline)
+
+
+def _employer(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    person_ref()
+    w.add(rng.choice((" works for ", " has worked for ", " is employed by ")))
+    start = w.entity(p.employer.name, "ORG")
+    if rng.random() < 0.5:
+        w.add(", which is based in ")
+        based = w.entity(p.employer.place.name, "LOC")
+        facts.append((f"Where is {p.employer.name} based?", p.employer.place.name, based))
+    else:
+        w.add(f", founded in {p.employer.founded}")
+    w.add(".")
+    facts.append((f"Which organisation does {p.name} work for?", p.employer.name, start))
+
+
+def _hometown(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    subj, obj, poss = pronouns
+    w.add(f"{poss.capitalize()} home {p.home.kind}, ")
+    w.entity(p.home.name, "LOC")
+    w.add(", lies in ")
+    w.entity(p.home.country, "LOC")
+    w.add(".")
+
+
+def _event(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    w.add(f"At the {event} in ")
+    start = w.entity(venue.name, "LOC")
+    w.add(", ")
+    person_ref(capital=False)
+    phrase = rng.choice(_TOPICS[p.topic]["pos" if sentiment == "positive" else "neg"])
+    w.add(" " + phrase.format(event=event) + ".")
+    facts.append((f"Where was the {event}?", venue.name, start))
+
+
+def _feeling(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    subj, obj, poss = pronouns
+    person_ref()
+    feeling = rng.choice(_FEELINGS[sentiment])
+    w.add(f" said that {subj} was {feeling} about the {event}.")
+
+
+def _crowd(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    """Subject-verb agreement: a singular or plural group with matching verb forms."""
+    subj = pronouns[0]
+    group = rng.choice(_GROUPS)
+    mood = rng.choice(_CROWD[sentiment])
+    claim = rng.choice(_CLAIMS[sentiment])
+    if rng.random() < 0.5:
+        w.add(f"One {group} is {mood} and says that {subj} {claim}.")
+    else:
+        w.add(f"Many {group}s are {mood} and say that {subj} {claim}.")

@@ -1,0 +1,102 @@
+"""Tokenizer training with HF `tokenizers`, cached by (corpus fingerprint, tokenizer config)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from lmlab.data.cache import atomic_directory, file_digest, fingerprint
+from lmlab.data.config import TokenizerConfig
+from lmlab.data.corpus import Corpus
+
+log = logging.getLogger(__name__)
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+
+
+@dataclass
+class TrainedTokenizer:
+    tokenizer: Tokenizer
+    fingerprint: str
+    path: Path
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def token_id(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"tokenizer {self.path} has no special token {token}")
+        return token_id
+
+    @property
+    def special_ids(self) -> list[int]:
+        return [self.token_id(t) for t in SPECIAL_TOKENS]
+
+
+def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Path) -> TrainedTokenizer:
+    if cfg.path:
+        return _load(Path(cfg.path).expanduser())
+    if cfg.vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(
+            f"data.tokenizer.vocab_size={cfg.vocab_size} is too small: it must exceed the "
+            f"{len(SPECIAL_TOKENS)} special tokens {list(SPECIAL_TOKENS)}"
+        )
+    fp = fingerprint("tokenizer", corpus.fingerprint, asdict(cfg))
+    final = cache_dir / "tokenizers" / fp
+    if (final / "tokenizer.json").is_file():
+        log.info("Reusing cached tokenizer %s (%s)", fp, final)
+        return TrainedTokenizer(Tokenizer.from_file(str(final / "tokenizer.json")), fp, final / "tokenizer.json")
+    log.info("Training a %s tokenizer (vocab %d) on %s", cfg.kind, cfg.vocab_size, corpus.description)
+    tokenizer, trainer = _new_tokenizer(cfg)
+    tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+        raise ValueError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
+    with atomic_directory(final) as tmp:
+        tokenizer.save(str(tmp / "tokenizer.json"))
+    log.info("Saved tokenizer %s with %d tokens to %s", fp, tokenizer.get_vocab_size(), final)
+    return TrainedTokenizer(tokenizer, fp, final / "tokenizer.json")
+
+
+def _load(path: Path) -> TrainedTokenizer:
+    if not path.is_file():
+        raise FileNotFoundError(f"data.tokenizer.path: {path} does not exist")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:
+        raise ValueError(f"data.tokenizer.path: {path} is not a valid tokenizer.json: {err}") from err
+    loaded = TrainedTokenizer(tokenizer, file_digest(path)[:16], path)
+    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"data.tokenizer.path: {path} lacks the special tokens {missing}")
+    log.info("Loaded tokenizer %s from %s", loaded.fingerprint, path)
+    return loaded
+
+
+def _new_tokenizer(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
+    common = {"vocab_size": cfg.vocab_size, "special_tokens": list(SPECIAL_TOKENS), "show_progress": True}
+    norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
+    if cfg.kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(min_frequency=cfg.min_frequency, **common)
+    elif cfg.kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            min_frequency=cfg.min_frequency, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **common
+        )
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(unk_token=UNK, **common)
+    tokenizer.normalizer = normalizers.Sequence(norm)
+    return tokenizer, trainer

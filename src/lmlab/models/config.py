@@ -1,0 +1,50 @@
+"""Backbone hyper-parameters: the schema of the `model` config group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LAYOUTS = ("encoder",)
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+POSITIONS = ("learned", "sinusoidal")
+
+
+@dataclass
+class ModelConfig:
+    layout: str = "encoder"
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 512
+    max_positions: int = 512
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    norm_position: str = "pre"
+    norm_eps: float = 1e-5
+    activation: str = "gelu"
+    positions: str = "learned"
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    # Filled from the trained tokenizer at run time; a value here is only a default for tests.
+    vocab_size: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad key and what was expected."""
+        _choice("model.layout", self.layout, LAYOUTS)
+        _choice("model.norm_position", self.norm_position, NORM_POSITIONS)
+        _choice("model.activation", self.activation, ACTIVATIONS)
+        _choice("model.positions", self.positions, POSITIONS)
+        for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_positions"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        for key in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")

@@ -1,0 +1,61 @@
+"""What every objective provides: a batch transform, a head, a loss and a FLOPs count."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.models import Backbone, ModelConfig
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor  # mean over targets; what is optimised
+    n_targets: torch.Tensor  # how many predictions the loss averages over
+    n_correct: torch.Tensor  # top-1 hits among those predictions
+
+
+class Objective(ABC):
+    """Subclasses set `Config` (a dataclass with a `name` field) and `layout`, and implement the four parts."""
+
+    Config: ClassVar[type]
+    layout: ClassVar[str] = "encoder"
+
+    def __init__(self, cfg: Any, tokenizer: TrainedTokenizer) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def parse_config(cls, cfg: Any) -> Any:
+        """Merge the user's `objective` node into the typed schema; unknown keys and bad types are errors."""
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(cls.Config), cfg)
+            parsed = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as err:
+            raise ValueError(f"invalid objective config for {cls.Config.__name__}: {err}") from err
+        if hasattr(parsed, "validate"):
+            parsed.validate()
+        return parsed
+
+    @abstractmethod
+    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One block of token ids -> the named arrays of one training example."""
+
+    @abstractmethod
+    def build_head(self, model_cfg: ModelConfig) -> nn.Module:
+        """The objective's head on top of the backbone."""
+
+    @abstractmethod
+    def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        """Run backbone and head on a batch and compute the loss."""
+
+    @abstractmethod
+    def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
+        """Model FLOPs of one training step (forward + backward) on `batch`."""

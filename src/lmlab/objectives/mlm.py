@@ -1,0 +1,101 @@
+"""Masked language modelling (BERT): dynamic 80/10/10 masking, a head evaluated only at masked positions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.data.tokenizer import MASK, TrainedTokenizer
+from lmlab.models import Backbone, ModelConfig
+from lmlab.models.blocks import make_activation
+from lmlab.objectives.base import Objective, ObjectiveOutput
+
+IGNORE = -100
+
+
+@dataclass
+class MLMConfig:
+    name: str = "mlm"
+    mask_prob: float = 0.15
+    # Of the selected positions: this fraction becomes [MASK], this fraction a random token, the rest stay.
+    mask_token_frac: float = 0.8
+    random_token_frac: float = 0.1
+
+    def validate(self) -> None:
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError(f"objective.mask_prob must be in (0, 1), got {self.mask_prob}")
+        fracs = (self.mask_token_frac, self.random_token_frac)
+        if min(fracs) < 0 or sum(fracs) > 1:
+            raise ValueError(
+                "objective.mask_token_frac and objective.random_token_frac must be >= 0 and sum to <= 1, "
+                f"got {self.mask_token_frac} and {self.random_token_frac}"
+            )
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head: dense + activation + LayerNorm, then the (tied) output projection plus a bias."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.act = make_activation(cfg.activation)
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, backbone: Backbone) -> torch.Tensor:
+        return backbone.output_projection(self.norm(self.act(self.dense(hidden)))) + self.bias
+
+
+class MaskedLM(Objective):
+    Config = MLMConfig
+    layout = "encoder"
+
+    def __init__(self, cfg: MLMConfig, tokenizer: TrainedTokenizer) -> None:
+        super().__init__(cfg, tokenizer)
+        self.mask_id = tokenizer.token_id(MASK)
+        is_special = np.zeros(tokenizer.vocab_size, dtype=bool)
+        is_special[tokenizer.special_ids] = True
+        self.is_special = is_special
+        self.ordinary_ids = np.flatnonzero(~is_special)
+
+    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        selected = (rng.random(ids.shape) < cfg.mask_prob) & ~self.is_special[ids]
+        choice = rng.random(ids.shape)
+        to_mask = selected & (choice < cfg.mask_token_frac)
+        to_random = selected & (choice >= cfg.mask_token_frac) & (choice < cfg.mask_token_frac + cfg.random_token_frac)
+        inputs = ids.copy()
+        inputs[to_mask] = self.mask_id
+        inputs[to_random] = rng.choice(self.ordinary_ids, size=int(to_random.sum()))
+        return {"input_ids": inputs, "labels": np.where(selected, ids, IGNORE)}
+
+    def build_head(self, model_cfg: ModelConfig) -> nn.Module:
+        return MLMHead(model_cfg)
+
+    def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        hidden = backbone(batch["input_ids"], batch.get("padding_mask"))
+        labels = batch["labels"]
+        selected = labels != IGNORE
+        targets = labels[selected]
+        # Sparse prediction: the vocabulary projection runs only where there is something to predict.
+        logits = head(hidden[selected], backbone).float()
+        if targets.numel() == 0:
+            zero = logits.sum() * 0.0
+            return ObjectiveOutput(zero, targets.new_zeros(()), targets.new_zeros(()))
+        loss = F.cross_entropy(logits, targets)
+        n_correct = (logits.argmax(-1) == targets).sum()
+        return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), n_correct)
+
+    def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
+        batch_size, seq_len = batch["input_ids"].shape
+        d, vocab = backbone.cfg.d_model, backbone.cfg.vocab_size
+        n_targets = int((batch["labels"] != IGNORE).sum())
+        forward = batch_size * seq_len * backbone.flops_per_token(seq_len) + n_targets * 2 * (d * d + d * vocab)
+        return 3 * forward
+
+
+OBJECTIVE = MaskedLM

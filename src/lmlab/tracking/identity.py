@@ -1,0 +1,76 @@
+"""What identifies a run: its flattened config, code version, command line, overrides and sweep."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> {"a.b.c": "value"}; lists stay one value."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the repository at `root`; ("unknown", False) outside a git checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+    return commit, bool(status.strip())
+
+
+def hydra_job() -> dict[str, str]:
+    """Overrides and sweep identity of the current Hydra job (empty outside Hydra).
+
+    All jobs of one multirun share `sweep`: a hash of the sweep directory and the multirun.yaml the
+    launcher wrote there before starting them, so a sweep is one group in the MLflow UI.
+    """
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    info = {"overrides": " ".join(hc.overrides.task), "job_name": hc.job.name}
+    if hc.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(hc.sweep.dir)
+        manifest = sweep_dir / "multirun.yaml"
+        content = manifest.read_bytes() if manifest.is_file() else b""
+        info["sweep"] = hashlib.sha256(str(sweep_dir.resolve()).encode() + content).hexdigest()[:12]
+        info["sweep_overrides"] = " ".join(_sweep_overrides(manifest))
+        info["job_num"] = str(hc.job.num)
+    return info
+
+
+def _sweep_overrides(manifest: Path) -> list[str]:
+    if not manifest.is_file():
+        return []
+    from omegaconf import OmegaConf
+
+    return list(OmegaConf.load(manifest).hydra.overrides.task)
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -1,0 +1,109 @@
+"""One MLflow run per logical job: created once, continued on resume (the run id is kept in the run dir)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "tracking.json"
+_PARAM_BATCH = 100
+
+
+@dataclass
+class MlflowRun:
+    tracking_uri: str
+    run_id: str
+    resumed: bool
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.tracking_uri)
+
+
+def open_run(
+    tracking_uri: str,
+    experiment: str,
+    artifact_location: str,
+    run_dir: Path,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, str],
+    resume: bool,
+) -> MlflowRun:
+    """Continue the run recorded in `run_dir` when resuming, else create a new one with tags and params."""
+    with _store_lock(tracking_uri):
+        # Creating the client builds (and for a new SQLite file, migrates) the store: one process at a time.
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+    saved = _read_run_file(run_dir) if resume else None
+    if saved is not None and saved.get("tracking_uri") == tracking_uri:
+        run_id = saved["run_id"]
+        previous = client.get_run(run_id)
+        count = int(previous.data.tags.get("lmlab.resume_count", "0")) + 1
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "lmlab.resume_count", str(count))
+        log.info("Resuming MLflow run %s (resume #%d)", run_id, count)
+        return MlflowRun(tracking_uri, run_id, resumed=True)
+
+    with _store_lock(tracking_uri):
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found
+            else client.create_experiment(
+                experiment, artifact_location=_as_uri(artifact_location) if artifact_location else None
+            )
+        )
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), _PARAM_BATCH):
+        client.log_batch(run.info.run_id, params=items[start : start + _PARAM_BATCH])
+    _write_run_file(run_dir, {"tracking_uri": tracking_uri, "run_id": run.info.run_id})
+    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
+    return MlflowRun(tracking_uri, run.info.run_id, resumed=False)
+
+
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise first use of an SQLite store: parallel sweep jobs otherwise race to create its schema
+    and the experiment. Other stores (a tracking server) handle concurrency themselves."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _as_uri(location: str) -> str:
+    return location if "://" in location else Path(location).resolve().as_uri()
+
+
+def _read_run_file(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_run_file(run_dir: Path, content: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{RUN_FILE}.tmp"
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, run_dir / RUN_FILE)

@@ -1,0 +1,1 @@
+"""Pretraining runs: config schema, the LightningModule, the optimiser and the orchestration."""

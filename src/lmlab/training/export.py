@@ -1,0 +1,38 @@
+"""The hand-off of a finished run: weights as safetensors, the tokenizer, the resolved config, the loss curve."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from safetensors.torch import save_model
+
+from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.tracking.loss_curve import plot_loss_curve
+from lmlab.training.module import PretrainModule
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def export_run(
+    module: PretrainModule,
+    tokenizer: TrainedTokenizer,
+    resolved_config_yaml: str,
+    history: dict[str, list[tuple[int, float]]],
+    out_dir: Path,
+    title: str,
+) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "model_config": json.dumps(asdict(module.backbone.cfg)),
+        "objective": json.dumps(module.objective.cfg.__dict__),
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "global_step": str(module.global_step),
+    }
+    save_model(module.weights(), str(out_dir / WEIGHTS_FILE), metadata=metadata)
+    shutil.copyfile(tokenizer.path, out_dir / "tokenizer.json")
+    (out_dir / "config.yaml").write_text(resolved_config_yaml)
+    plot_loss_curve(history, out_dir / "loss_curve.png", title)
+    return out_dir

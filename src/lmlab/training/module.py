@@ -1,0 +1,74 @@
+"""The LightningModule of a pretraining run: backbone + the objective's head, trained on its loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lmlab.models import Backbone, ModelConfig
+from lmlab.objectives import Objective
+from lmlab.training.config import OptimConfig
+from lmlab.training.optim import build_optimizer, lr_lambda
+
+
+class PretrainModule(pl.LightningModule):
+    def __init__(
+        self,
+        objective: Objective,
+        model_cfg: ModelConfig,
+        optim_cfg: OptimConfig,
+        max_steps: int,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.objective = objective
+        self.backbone = Backbone(model_cfg)
+        self.head = objective.build_head(model_cfg)
+        self.optim_cfg = optim_cfg
+        self.max_steps = max_steps
+        self.compile = compile
+        self.val_loss = MeanMetric()
+        self.val_acc = MeanMetric()
+        # Read by Lightning's ThroughputMonitor after every training batch.
+        self.flops_per_batch = 0
+
+    def weights(self) -> nn.ModuleDict:
+        """The trained modules, as handed to downstream runs."""
+        return nn.ModuleDict({"backbone": self.backbone, "head": self.head})
+
+    def configure_model(self) -> None:
+        # Compiled wrapper kept outside the module tree, so state_dict names stay those of the plain backbone.
+        compiled = torch.compile(self.backbone) if self.compile else self.backbone
+        object.__setattr__(self, "_runner", compiled)
+
+    def _forward(self, batch: dict[str, torch.Tensor]):
+        runner = self.__dict__.get("_runner", self.backbone)
+        return self.objective.forward(runner, self.head, batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self._forward(batch)
+        self.flops_per_batch = self.objective.flops_per_batch(self.backbone, batch)
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self._forward(batch)
+        weight = out.n_targets.float()
+        self.val_loss.update(out.loss.detach(), weight=weight)
+        self.val_acc.update(out.n_correct.float() / weight.clamp(min=1.0), weight=weight)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()
+        self.log_dict({"val/loss": loss, "val/ppl": torch.exp(loss), "val/acc": self.val_acc.compute()}, prog_bar=True)
+        self.val_loss.reset()
+        self.val_acc.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self, self.optim_cfg)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.optim_cfg, self.max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

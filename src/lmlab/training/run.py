@@ -1,0 +1,163 @@
+"""A pretraining run from a composed config: data, objective, model, tracking, Lightning, export."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
+
+from lmlab.callbacks import MetricHistory, token_throughput
+from lmlab.data.datamodule import PretrainDataModule
+from lmlab.objectives import build_objective
+from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
+from lmlab.tracking.mlflow_run import MlflowRun, open_run
+from lmlab.training.config import TrainConfig, check_compatible
+from lmlab.training.export import export_run
+from lmlab.training.module import PretrainModule
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
+    conf: TrainConfig = OmegaConf.to_object(cfg)
+    check_compatible(conf)
+    pl.seed_everything(conf.seed, workers=True)
+    run_dir = Path(run_dir)
+    resuming = conf.ckpt_path is not None
+    if resuming and not Path(conf.ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={conf.ckpt_path} does not exist")
+
+    data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
+    tokenizer = data.prepare()
+    objective = build_objective(conf.objective, tokenizer)
+    data.set_transform(objective.transform)
+    model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size)
+    module = PretrainModule(objective, model_cfg, conf.optim, conf.trainer.max_steps, compile=conf.trainer.compile)
+    n_params = sum(p.numel() for p in module.parameters())
+    log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    fingerprints = {
+        "data_fingerprint": data.corpus_fingerprint,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+    }
+    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resuming)
+    history = MetricHistory()
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-step{step}",
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+    )
+    if not resuming:
+        _archive_previous_checkpoints(run_dir / "checkpoints")
+    t = conf.trainer
+    trainer = pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic,
+        default_root_dir=run_dir,
+        logger=_lightning_logger(conf, run_dir, tracked),
+        callbacks=[checkpoints, history, token_throughput()],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=conf.ckpt_path, weights_only=True)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    export_dir = export_run(
+        module,
+        tokenizer,
+        OmegaConf.to_yaml(resolved),
+        history.history,
+        run_dir / "export",
+        title=f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}",
+    )
+    if tracked is not None and trainer.is_global_zero:
+        tracked.client.log_artifacts(tracked.run_id, str(export_dir))
+        best = checkpoints.best_model_path
+        if best:
+            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best)
+    log.info(
+        "Done at step %d: %s; exported to %s",
+        trainer.global_step,
+        ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("val/")),
+        export_dir,
+    )
+    return metrics
+
+
+def _open_tracking(
+    conf: TrainConfig,
+    run_dir: Path,
+    resolved: dict[str, Any],
+    fingerprints: dict[str, str],
+    n_params: int,
+    resuming: bool,
+) -> MlflowRun | None:
+    if conf.logger.kind != "mlflow":
+        return None
+    commit, dirty = git_state(Path(conf.paths.root))
+    job = hydra_job()
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "lmlab.git_commit": commit,
+        "lmlab.git_dirty": str(dirty).lower(),
+        "lmlab.command": command_line(),
+        "lmlab.overrides": job.get("overrides", ""),
+        "lmlab.objective": conf.objective["name"],
+        "lmlab.run_dir": str(run_dir),
+        "lmlab.n_params": str(n_params),
+        **{f"lmlab.{k}": v for k, v in fingerprints.items()},
+        **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
+    }
+    return open_run(
+        tracking_uri=conf.logger.tracking_uri,
+        experiment=conf.logger.experiment,
+        artifact_location=conf.logger.artifact_location,
+        run_dir=run_dir,
+        run_name=f"{conf.objective['name']}-{run_dir.name}",
+        tags=tags,
+        params=flatten(resolved),
+        resume=resuming,
+    )
+
+
+def _lightning_logger(conf: TrainConfig, run_dir: Path, tracked: MlflowRun | None) -> Logger | bool:
+    if tracked is not None:
+        return MLFlowLogger(
+            experiment_name=conf.logger.experiment, tracking_uri=tracked.tracking_uri, run_id=tracked.run_id
+        )
+    if conf.logger.kind == "csv":
+        return CSVLogger(save_dir=run_dir, name="csv")
+    return False
+
+
+def _archive_previous_checkpoints(ckpt_dir: Path) -> None:
+    """A fresh run never overwrites an earlier run's checkpoints: they move to checkpoints.N."""
+    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
+        return
+    n = 1
+    while ckpt_dir.with_name(f"{ckpt_dir.name}.{n}").exists():
+        n += 1
+    ckpt_dir.rename(ckpt_dir.with_name(f"{ckpt_dir.name}.{n}"))
+    log.info("Moved the previous run's checkpoints to %s", ckpt_dir.with_name(f"{ckpt_dir.name}.{n}"))

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny tokenizer, composed configs and run directories inside tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from lmlab.data.config import DataConfig
+from lmlab.data.datamodule import PretrainDataModule
+from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.training.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A model and corpus small enough that a run takes seconds on a CPU.
+TINY = [
+    "model.n_layers=2",
+    "model.d_model=32",
+    "model.n_heads=2",
+    "model.d_ff=64",
+    "data.world.train_documents=300",
+    "data.world.validation_documents=40",
+    "data.tokenizer.vocab_size=700",
+    "data.block_size=32",
+    "data.batch_size=16",
+    "trainer.max_steps=20",
+    "trainer.val_check_interval=10",
+    "trainer.limit_val_batches=4",
+    "trainer.log_every_n_steps=2",
+    "trainer.enable_progress_bar=false",
+    "optim.warmup_steps=5",
+]
+
+register_configs()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root in tmp_path: outputs, caches and mlflow.db land there."""
+    monkeypatch.setenv("LMLAB_ROOT", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def compose_config(project: Path) -> Callable[..., DictConfig]:
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=list(overrides))
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> PretrainDataModule:
+    """A prepared synthetic-world data module with a small tokenizer (shared, read-only)."""
+    cfg = DataConfig()
+    cfg.world.train_documents = 200
+    cfg.world.validation_documents = 20
+    cfg.tokenizer.vocab_size = 600
+    cfg.block_size = 64
+    data = PretrainDataModule(cfg, tmp_path_factory.mktemp("cache"), seed=0)
+    data.prepare()
+    return data
+
+
+@pytest.fixture(scope="session")
+def tokenizer(synthetic_data: PretrainDataModule) -> TrainedTokenizer:
+    assert synthetic_data.tokenizer is not None
+    return synthetic_data.tokenizer
+
+
+def run_env(root: Path) -> dict[str, str]:
+    """Environment for running train.py in a subprocess against a project root in tmp."""
+    return {**os.environ, "LMLAB_ROOT": str(root), "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,75 @@
+"""Packing, the epoch-aware sampler and batch collation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, collate
+
+
+@pytest.mark.parametrize("n_tokens, block", [(1000, 64), (1024, 64), (5, 64), (64, 64)])
+def test_packing_keeps_every_token_exactly_once(n_tokens, block):
+    stream = np.arange(n_tokens, dtype=np.uint16) + 10
+    blocks = PackedBlocks(stream, block, pad_id=0)
+    pieces = [blocks[i] for i in range(len(blocks))]
+    real = np.concatenate([ids[:n_real] for ids, n_real in pieces])
+    assert np.array_equal(real, stream)
+    assert all(len(ids) == block for ids, _ in pieces)
+    assert all(n_real == block for _, n_real in pieces[:-1])
+    last_ids, last_real = pieces[-1]
+    assert (last_ids[last_real:] == 0).all()
+
+
+def test_packed_blocks_on_real_cache_respect_document_separators(synthetic_data, tokenizer):
+    train = synthetic_data.splits["train"]
+    sep = tokenizer.token_id("[SEP]")
+    # every document ends with [SEP] at the position just before the next document's offset
+    assert (np.asarray(train.tokens)[train.offsets[1:] - 1] == sep).all()
+    blocks = synthetic_data.blocks("train")
+    assert sum(n for _, n in (blocks[i] for i in range(len(blocks)))) == len(train.tokens)
+
+
+def test_empty_stream_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        PackedBlocks(np.array([], dtype=np.uint16), 8, pad_id=0)
+
+
+def test_sampler_order_is_a_function_of_seed_and_epoch():
+    a, b = EpochSampler(100, seed=1, shuffle=True), EpochSampler(100, seed=1, shuffle=True)
+    assert list(a) == list(b)
+    first = [i for _, i in a]
+    assert sorted(first) == list(range(100))
+    a.set_epoch(1)
+    assert all(e == 1 for e, _ in a)
+    assert [i for _, i in a] != first
+
+
+def test_sampler_shards_one_permutation_across_ranks():
+    ranks = [EpochSampler(10, seed=0, shuffle=True, rank=r, world_size=3) for r in range(3)]
+    seen = sorted(i for s in ranks for _, i in s)
+    assert seen == list(range(10))
+    assert [len(s) for s in ranks] == [4, 3, 3]
+
+
+def test_validation_order_is_fixed_and_uses_epoch_zero():
+    s = EpochSampler(5, seed=0, shuffle=False)
+    s.set_epoch(4)
+    assert list(s) == [(0, i) for i in range(5)]
+
+
+def test_dataset_and_collate_add_padding_mask_only_when_needed():
+    stream = np.arange(10, 80, dtype=np.uint16)  # 70 tokens -> blocks of 32, 32, 6
+
+    def identity(ids, rng):
+        return {"input_ids": ids, "labels": ids}
+
+    ds = BlockDataset(PackedBlocks(stream, 32, pad_id=0), identity, seed=0)
+    full = collate([ds[(0, 0)], ds[(0, 1)]])
+    assert "padding_mask" not in full
+    assert int(full["n_tokens"]) == 64
+    padded = collate([ds[(0, 0)], ds[(0, 2)]])
+    assert padded["padding_mask"].dtype == torch.bool
+    assert padded["padding_mask"][1].sum() == 6
+    assert int(padded["n_tokens"]) == 38

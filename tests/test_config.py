@@ -1,0 +1,95 @@
+"""Composition of every config group, cross-group checks and the command-line help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from lmlab.training.config import TrainConfig, check_compatible, job_dirname
+
+from .conftest import CONF, ROOT, run_env
+
+GROUPS = ["model", "objective", "data", "trainer", "logger", "paths"]
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_every_group_composes_and_validates(compose_config, group):
+    for option in _options(group):
+        cfg = compose_config(f"{group}={option}")
+        conf: TrainConfig = OmegaConf.to_object(cfg)
+        if group == "data" and option == "text":
+            conf.data.files = ["any.txt"]
+        check_compatible(conf)
+
+
+def test_every_objective_yaml_is_a_known_objective(compose_config):
+    from lmlab.objectives import available_objectives
+
+    assert _options("objective") == available_objectives()
+
+
+def test_paths_are_absolute_under_the_project_root(compose_config, project):
+    conf = OmegaConf.to_object(compose_config())
+    assert conf.paths.output_dir == f"{project}/outputs"
+    assert conf.logger.tracking_uri == f"sqlite:///{project}/mlflow.db"
+
+
+def test_misspelt_key_and_wrong_type_fail_at_composition(compose_config):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("model.n_layer=3")
+    assert "Key 'n_layer' not in 'ModelConfig'" in str(err.value.__cause__)
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("model.n_layers=many")
+    assert isinstance(err.value.__cause__, ValidationError)
+    assert "model.n_layers" in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.block_size=1024"], "data.block_size=1024 exceeds model.max_positions=512"),
+        (["data=text"], "needs data.files"),
+        (["optim.schedule=step"], "optim.schedule='step'"),
+        (["model.positions=rotary"], "model.positions='rotary'"),
+        (["objective.name=clm"], "objective.name='clm' is not an objective"),
+    ],
+)
+def test_incompatible_settings_name_the_conflict(compose_config, overrides, message):
+    conf = OmegaConf.to_object(compose_config(*overrides))
+    with pytest.raises(ValueError, match=message):
+        check_compatible(conf)
+
+
+def test_job_dirname_is_deterministic_and_safe():
+    assert job_dirname("") == "defaults"
+    assert job_dirname("data.files=[/a/b.txt],seed=1") == "data.files=_a_b.txt_,seed=1"
+    long = "x=" + "y" * 300
+    assert job_dirname(long) == job_dirname(long) and len(job_dirname(long)) <= 120
+    assert job_dirname(long) != job_dirname(long + "z")
+
+
+def test_help_lists_groups_and_options(tmp_path: Path):
+    out = subprocess.run(
+        [sys.executable, "train.py", "--help"],
+        cwd=ROOT,
+        env=run_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    for group in GROUPS:
+        assert f"{group}: " in out
+    assert "model: base, large, small, tiny" in out
+    assert "objective: mlm" in out
+    assert "hydra/launcher: basic, local" in out
