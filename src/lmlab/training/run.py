@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
-from lmlab.callbacks import MetricHistory, token_throughput
+from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
 from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
@@ -78,7 +78,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         deterministic=t.deterministic,
         default_root_dir=run_dir,
         logger=_lightning_logger(conf, run_dir, tracked),
-        callbacks=[checkpoints, history, token_throughput()],
+        callbacks=[checkpoints, history, token_throughput(), ValidateOnLastStep()],
         use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule=data, ckpt_path=conf.ckpt_path, weights_only=True)
