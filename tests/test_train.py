@@ -242,3 +242,16 @@ def test_bert_base_trains_on_cpu(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     millions = float(re.search(r"Model: encoder, ([0-9.]+)M parameters", done.stdout + done.stderr).group(1))
     assert 85 < millions < 88  # BERT-base blocks (85M) + a 1.6k-token embedding of the synthetic world
+
+
+@pytest.mark.slow
+def test_compiled_run_saves_uncompiled_names(compose_config, project):
+    from safetensors import safe_open
+
+    run_dir = project / "run"
+    pretrain(compose_config(*TINY, "trainer.max_steps=4", "trainer.compile=true", "logger=none"), run_dir)
+    with safe_open(str(run_dir / "export" / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert "backbone.token_embedding.weight" in names
+    assert not [n for n in [*names, *ckpt] if "_orig_mod" in n]

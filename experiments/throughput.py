@@ -1,0 +1,118 @@
+"""Training throughput of the MLM objective per model size: `python experiments/throughput.py [--device cuda]`.
+
+Times forward + backward + AdamW steps on synthetic-world blocks (no Lightning, no data loading) and
+prints a table of real tokens/s, achieved TFLOP/s (from the objective's FLOPs count) and step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lmlab.data.blocks import collate
+from lmlab.data.datamodule import PretrainDataModule
+from lmlab.objectives import build_objective
+from lmlab.training.config import TrainConfig, register_configs
+from lmlab.training.module import PretrainModule
+from lmlab.training.optim import build_optimizer
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def measure(model: str, device: str, batch_size: int, block_size: int, steps: int, cache: Path) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                "paths.root=.",
+                f"data.block_size={block_size}",
+                f"data.batch_size={batch_size}",
+                "data.world.train_documents=2000",
+            ],
+        )
+    conf: TrainConfig = OmegaConf.to_object(cfg)
+    data = PretrainDataModule(conf.data, cache, seed=0)
+    tokenizer = data.prepare()
+    objective = build_objective(conf.objective, tokenizer)
+    conf.model.vocab_size = tokenizer.vocab_size
+    module = PretrainModule(objective, conf.model, conf.optim, max_steps=steps).to(device)
+    optimizer = build_optimizer(module, conf.optim)
+    blocks = data.blocks("train")
+    rng = torch.Generator().manual_seed(0)
+
+    def batch() -> dict[str, torch.Tensor]:
+        picks = torch.randint(len(blocks) - 1, (batch_size,), generator=rng).tolist()
+        examples = [
+            {**objective.transform(blocks[i][0], np.random.default_rng(i)), "n_real": np.asarray(block_size)}
+            for i in picks
+        ]
+        return {k: v.to(device) for k, v in collate(examples).items()}
+
+    batches = [batch() for _ in range(4)]
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def step(b: dict[str, torch.Tensor]) -> None:
+        with autocast:
+            loss = objective.forward(module.backbone, module.head, b).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for b in batches[:2]:
+        step(b)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    flops = 0
+    for i in range(steps):
+        b = batches[i % len(batches)]
+        step(b)
+        flops += objective.flops_per_batch(module.backbone, b)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    n_params = sum(p.numel() for p in module.parameters())
+    return {
+        "model": model,
+        "params (M)": n_params / 1e6,
+        "batch x block": f"{batch_size}x{block_size}",
+        "tokens/s": steps * batch_size * block_size / elapsed,
+        "GFLOP/s": flops / elapsed / 1e9,
+        "ms/step": 1000 * elapsed / steps,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="tiny,small,base")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    register_configs()
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for model in args.models.split(","):
+            rows.append(measure(model, args.device, args.batch_size, args.block_size, args.steps, Path(cache)))
+    print(
+        f"device: {args.device} ({torch.get_num_threads()} threads)"
+        if args.device == "cpu"
+        else f"device: {torch.cuda.get_device_name()}"
+    )
+    header = list(rows[0])
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+
+
+if __name__ == "__main__":
+    main()
