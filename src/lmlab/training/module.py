@@ -22,7 +22,7 @@ class PretrainModule(pl.LightningModule):
         model_cfg: ModelConfig,
         optim_cfg: OptimConfig,
         max_steps: int,
-        compile: bool = False,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.objective = objective
@@ -30,7 +30,7 @@ class PretrainModule(pl.LightningModule):
         self.head = objective.build_head(model_cfg)
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
-        self.compile = compile
+        self.compile_backbone = compile_backbone
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
         # Read by Lightning's ThroughputMonitor after every training batch.
@@ -42,7 +42,7 @@ class PretrainModule(pl.LightningModule):
 
     def configure_model(self) -> None:
         # Compiled wrapper kept outside the module tree, so state_dict names stay those of the plain backbone.
-        compiled = torch.compile(self.backbone) if self.compile else self.backbone
+        compiled = torch.compile(self.backbone) if self.compile_backbone else self.backbone
         object.__setattr__(self, "_runner", compiled)
 
     def _forward(self, batch: dict[str, torch.Tensor]):

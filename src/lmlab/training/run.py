@@ -39,7 +39,9 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     objective = build_objective(conf.objective, tokenizer)
     data.set_transform(objective.transform)
     model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size)
-    module = PretrainModule(objective, model_cfg, conf.optim, conf.trainer.max_steps, compile=conf.trainer.compile)
+    module = PretrainModule(
+        objective, model_cfg, conf.optim, conf.trainer.max_steps, compile_backbone=conf.trainer.compile
+    )
     n_params = sum(p.numel() for p in module.parameters())
     log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
 
