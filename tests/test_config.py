@@ -38,6 +38,14 @@ def test_every_objective_yaml_is_a_known_objective(compose_config):
     assert _options("objective") == available_objectives()
 
 
+@pytest.mark.parametrize("objective, layout", [("mlm", "encoder"), ("clm", "decoder")])
+def test_objective_picks_its_layout_whatever_the_model_size(compose_config, objective, layout):
+    for model in _options("model"):
+        conf = OmegaConf.to_object(compose_config(f"model={model}", f"objective={objective}"))
+        assert conf.model.layout == layout
+        check_compatible(conf)
+
+
 def test_paths_are_absolute_under_the_project_root(compose_config, project):
     conf = OmegaConf.to_object(compose_config())
     assert conf.paths.output_dir == f"{project}/outputs"
@@ -61,7 +69,8 @@ def test_misspelt_key_and_wrong_type_fail_at_composition(compose_config):
         (["data=text"], "needs data.files"),
         (["optim.schedule=step"], "optim.schedule='step'"),
         (["model.positions=rotary"], "model.positions='rotary'"),
-        (["objective.name=clm"], "objective.name='clm' is not an objective"),
+        (["objective.name=nope"], "objective.name='nope' is not an objective"),
+        (["objective=clm", "model.layout=encoder"], "objective=clm needs model.layout=decoder"),
     ],
 )
 def test_incompatible_settings_name_the_conflict(compose_config, overrides, message):
@@ -91,5 +100,5 @@ def test_help_lists_groups_and_options(tmp_path: Path):
     for group in GROUPS:
         assert f"{group}: " in out
     assert "model: base, large, small, tiny" in out
-    assert "objective: mlm" in out
+    assert "objective: clm, mlm" in out
     assert "hydra/launcher: basic, local" in out

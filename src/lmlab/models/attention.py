@@ -1,10 +1,33 @@
-"""Multi-head self-attention through `scaled_dot_product_attention` (flash kernels on GPU)."""
+"""Multi-head self-attention through `scaled_dot_product_attention` (flash kernels on GPU), with an optional
+key/value cache for incremental decoding."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class LayerCache:
+    """Keys and values (B, H, T, Dh) one attention layer has seen so far."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+
+class KVCache:
+    """Per-layer keys and values of the tokens decoded so far; pass the same object to every decoding step."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.layers = [LayerCache() for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        first = self.layers[0].k
+        return 0 if first is None else first.shape[2]
 
 
 class SelfAttention(nn.Module):
@@ -15,11 +38,32 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, S, D). attn_mask: bool, broadcastable to (B, H, S, S), True where attention is allowed."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        """x: (B, S, D). attn_mask: bool, broadcastable to (B, H, S, T), True where attention is allowed.
+
+        `causal` lets position t attend to keys up to t only. With `cache`, keys and values of earlier
+        calls are prepended (and this call's are appended to it), so x holds only the new positions.
+        """
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        past = 0
+        if cache is not None:
+            if cache.k is not None:
+                past = cache.k.shape[2]
+                k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
+            cache.k, cache.v = k, v
+        is_causal = causal and attn_mask is None and past == 0
+        if causal and not is_causal:
+            # Query i sits at absolute position past + i and may see keys 0 .. past + i.
+            allowed = torch.ones(s, past + s, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            attn_mask = allowed if attn_mask is None else attn_mask & allowed
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
         return self.out(y.transpose(1, 2).reshape(b, s, d))

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.models.attention import KVCache
 from lmlab.models.blocks import TransformerBlock
 from lmlab.models.config import ModelConfig
 from lmlab.models.positions import make_positions
@@ -25,6 +26,7 @@ class Backbone(nn.Module):
         if cfg.vocab_size < 1:
             raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
         self.cfg = cfg
+        self.causal = cfg.layout == "decoder"
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = make_positions(cfg.positions, cfg.max_positions, cfg.d_model)
         self.embedding_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_position == "post" else None
@@ -44,23 +46,37 @@ class Backbone(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
         """input_ids: (B, S) long. padding_mask: (B, S) bool, True at real tokens; None means no padding.
 
-        Returns hidden states (B, S, D). Padded positions attend to real tokens only and are never
-        attended to, so real positions are unaffected by padding.
+        Returns hidden states (B, S, D). Padded positions are never attended to, so real positions are
+        unaffected by padding. With `cache` (decoder layout), input_ids are the positions after those
+        already in the cache; padding is then not supported.
         """
         seq_len = input_ids.shape[1]
-        if seq_len > self.cfg.max_positions:
-            raise ValueError(f"sequence length {seq_len} exceeds model.max_positions={self.cfg.max_positions}")
-        x = self.token_embedding(input_ids) + self.positions(seq_len)
+        offset = 0
+        if cache is not None:
+            if not self.causal or padding_mask is not None:
+                raise ValueError("a KV cache needs the decoder layout and unpadded inputs")
+            offset = cache.length
+        if offset + seq_len > self.cfg.max_positions:
+            raise ValueError(f"sequence length {offset + seq_len} exceeds model.max_positions={self.cfg.max_positions}")
+        x = self.token_embedding(input_ids) + self.positions(seq_len, offset)
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         x = self.drop(x)
         attn_mask = None if padding_mask is None else padding_mask[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, attn_mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, attn_mask, self.causal, None if cache is None else cache.layers[i])
         return x if self.final_norm is None else self.final_norm(x)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.cfg.n_layers)
 
     def output_projection(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., D) -> vocabulary logits (..., V)."""

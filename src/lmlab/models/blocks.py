@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmlab.models.attention import SelfAttention
+from lmlab.models.attention import LayerCache, SelfAttention
 from lmlab.models.config import ModelConfig
 
 _ACTIVATIONS = {
@@ -43,9 +43,15 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
         if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), attn_mask))
+            x = x + self.drop(self.attn(self.norm1(x), attn_mask, causal, cache))
             return x + self.drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, attn_mask)))
+        x = self.norm1(x + self.drop(self.attn(x, attn_mask, causal, cache)))
         return self.norm2(x + self.drop(self.ff(x)))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LAYOUTS = ("encoder",)
+# encoder: bidirectional attention; decoder: causal attention (position t sees positions <= t).
+LAYOUTS = ("encoder", "decoder")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 POSITIONS = ("learned", "sinusoidal")

@@ -13,8 +13,8 @@ class LearnedPositions(nn.Module):
         super().__init__()
         self.embedding = nn.Embedding(max_positions, d_model)
 
-    def forward(self, seq_len: int) -> torch.Tensor:
-        return self.embedding.weight[:seq_len]
+    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        return self.embedding.weight[offset : offset + seq_len]
 
 
 class SinusoidalPositions(nn.Module):
@@ -29,8 +29,8 @@ class SinusoidalPositions(nn.Module):
         table[:, 1::2] = torch.cos(position * inv_freq)[:, : d_model // 2]
         self.register_buffer("table", table, persistent=False)
 
-    def forward(self, seq_len: int) -> torch.Tensor:
-        return self.table[:seq_len]
+    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+        return self.table[offset : offset + seq_len]
 
 
 def make_positions(kind: str, max_positions: int, d_model: int) -> nn.Module:

@@ -1,0 +1,64 @@
+"""Causal language modelling (GPT): predict every next token, on the decoder layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.data.tokenizer import PAD, TrainedTokenizer
+from lmlab.models import Backbone, ModelConfig
+from lmlab.objectives.base import Objective, ObjectiveOutput
+
+IGNORE = -100
+
+
+@dataclass
+class CLMConfig:
+    name: str = "clm"
+
+
+class LMHead(nn.Module):
+    """The (tied) output projection; GPT's head has no parameters of its own beyond it."""
+
+    def forward(self, hidden: torch.Tensor, backbone: Backbone) -> torch.Tensor:
+        return backbone.output_projection(hidden)
+
+
+class CausalLM(Objective):
+    Config = CLMConfig
+    layout = "decoder"
+
+    def __init__(self, cfg: CLMConfig, tokenizer: TrainedTokenizer) -> None:
+        super().__init__(cfg, tokenizer)
+        self.pad_id = tokenizer.token_id(PAD)
+
+    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """labels[t] = ids[t + 1]; the last position and padding have nothing to predict."""
+        labels = np.full_like(ids, IGNORE)
+        labels[:-1] = np.where(ids[1:] == self.pad_id, IGNORE, ids[1:])
+        return {"input_ids": ids, "labels": labels}
+
+    def build_head(self, model_cfg: ModelConfig) -> nn.Module:
+        return LMHead()
+
+    def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        hidden = backbone(batch["input_ids"], batch.get("padding_mask"))
+        labels = batch["labels"]
+        selected = labels != IGNORE
+        targets = labels[selected]
+        logits = head(hidden[selected], backbone).float()
+        loss = F.cross_entropy(logits, targets)
+        return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), (logits.argmax(-1) == targets).sum())
+
+    def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
+        batch_size, seq_len = batch["input_ids"].shape
+        n_targets = int((batch["labels"] != IGNORE).sum())
+        d, vocab = backbone.cfg.d_model, backbone.cfg.vocab_size
+        return 3 * (batch_size * seq_len * backbone.flops_per_token(seq_len) + n_targets * 2 * d * vocab)
+
+
+OBJECTIVE = CausalLM
