@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lmlab.models import Backbone, ModelConfig
+from lmlab.models.positions import RotaryPositions, apply_rotary
 
 SMALL = ModelConfig(
     n_layers=2,
@@ -22,9 +23,19 @@ SMALL = ModelConfig(
 
 
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
-def test_shapes_for_each_knob(norm_position, positions):
-    model = Backbone(replace(SMALL, norm_position=norm_position, positions=positions))
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("feed_forward, activation", [("mlp", "gelu"), ("glu", "silu"), ("glu", "gelu")])
+def test_shapes_for_each_knob(norm_position, positions, norm, feed_forward, activation):
+    cfg = replace(
+        SMALL,
+        norm_position=norm_position,
+        positions=positions,
+        norm=norm,
+        feed_forward=feed_forward,
+        activation=activation,
+    )
+    model = Backbone(cfg)
     ids = torch.randint(0, 100, (3, 17))
     hidden = model(ids)
     assert hidden.shape == (3, 17, 32)
@@ -62,6 +73,30 @@ def test_tied_embeddings_share_the_matrix():
     untied = Backbone(replace(SMALL, tie_embeddings=False))
     assert untied.lm_out is not None
     assert untied.lm_out.weight.data_ptr() != untied.token_embedding.weight.data_ptr()
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rotary = RotaryPositions(64, head_dim=8)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(m: int, n: int) -> torch.Tensor:
+        return (apply_rotary(q, rotary(1, m)) * apply_rotary(k, rotary(1, n))).sum()
+
+    assert torch.allclose(score(3, 1), score(40, 38), atol=1e-5)
+    assert not torch.allclose(score(3, 1), score(3, 2), atol=1e-3)
+    assert torch.allclose(apply_rotary(q, rotary(1, 0)), q)  # position 0 is not rotated
+
+
+def test_rotary_model_has_no_additive_positions_and_needs_even_heads():
+    model = Backbone(replace(SMALL, positions="rotary"))
+    assert model.positions is None and model.rotary is not None
+    with pytest.raises(ValueError, match="even head size"):
+        Backbone(replace(SMALL, positions="rotary", d_model=36, n_heads=4))
+
+
+def test_glu_counts_its_third_matrix_in_flops():
+    mlp, glu = Backbone(SMALL), Backbone(replace(SMALL, feed_forward="glu"))
+    assert glu.flops_per_token(16) - mlp.flops_per_token(16) == 2 * SMALL.n_layers * SMALL.d_model * SMALL.d_ff
 
 
 def test_too_long_sequence_is_refused():

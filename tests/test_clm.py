@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 
 import numpy as np
@@ -72,10 +73,11 @@ def test_encoder_output_depends_on_every_input():
 
 
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_kv_cache_decoding_matches_a_full_forward(norm_position, positions, chunk):
-    model = Backbone(replace(DECODER, norm_position=norm_position, positions=positions)).eval()
+    cfg = replace(DECODER, norm_position=norm_position, positions=positions, norm="rmsnorm", feed_forward="glu")
+    model = Backbone(cfg).eval()
     ids = torch.randint(5, 100, (2, 13))
     with torch.no_grad():
         full = model.output_projection(model(ids))
@@ -107,3 +109,23 @@ def test_clm_run_learns(compose_config, project):
     ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/ppl"))
     assert [s for s, _ in ppl] == [49, 99, 149]
     assert ppl[-1][1] < ppl[0][1] * 0.7, ppl
+
+
+def test_llama_style_knobs_train(compose_config, project):
+    """Rotary positions, RMSNorm and SwiGLU on the decoder: the run learns."""
+    knobs = ["model.positions=rotary", "model.norm=rmsnorm", "model.feed_forward=glu", "model.activation=silu"]
+    cfg = compose_config(
+        *TINY,
+        "objective=clm",
+        *knobs,
+        "trainer.max_steps=150",
+        "trainer.val_check_interval=50",
+        "optim.lr=3e-3",
+        "logger=csv",
+    )
+    final = pretrain(cfg, project / "run")
+    with open(next((project / "run" / "csv").glob("*/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    ppl = [float(r["val/ppl"]) for r in rows if r.get("val/ppl")]
+    assert len(ppl) == 3 and ppl[-1] < ppl[0] * 0.7, ppl
+    assert final["val/ppl"] == pytest.approx(ppl[-1], rel=1e-4)

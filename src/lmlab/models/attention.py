@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmlab.models.positions import apply_rotary
+
 
 @dataclass
 class LayerCache:
@@ -44,14 +46,18 @@ class SelfAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         causal: bool = False,
         cache: LayerCache | None = None,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x: (B, S, D). attn_mask: bool, broadcastable to (B, H, S, T), True where attention is allowed.
+        `rotary`: (cos, sin) of the new positions, applied to queries and keys.
 
         `causal` lets position t attend to keys up to t only. With `cache`, keys and values of earlier
         calls are prepended (and this call's are appended to it), so x holds only the new positions.
         """
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if rotary is not None:
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         past = 0
         if cache is not None:
             if cache.k is not None:

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmlab.models.attention import KVCache
-from lmlab.models.blocks import TransformerBlock
+from lmlab.models.blocks import TransformerBlock, make_norm
 from lmlab.models.config import ModelConfig
-from lmlab.models.positions import make_positions
+from lmlab.models.positions import RotaryPositions, make_positions
 
 
 class Backbone(nn.Module):
@@ -29,10 +29,13 @@ class Backbone(nn.Module):
         self.causal = cfg.layout == "decoder"
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = make_positions(cfg.positions, cfg.max_positions, cfg.d_model)
-        self.embedding_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_position == "post" else None
+        self.rotary = (
+            RotaryPositions(cfg.max_positions, cfg.d_model // cfg.n_heads) if cfg.positions == "rotary" else None
+        )
+        self.embedding_norm = make_norm(cfg) if cfg.norm_position == "post" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.norm_position == "pre" else None
+        self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else None
         self.lm_out = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         # GPT-2 style: scale the residual output projections by depth so activations stay bounded.
@@ -66,13 +69,16 @@ class Backbone(nn.Module):
             offset = cache.length
         if offset + seq_len > self.cfg.max_positions:
             raise ValueError(f"sequence length {offset + seq_len} exceeds model.max_positions={self.cfg.max_positions}")
-        x = self.token_embedding(input_ids) + self.positions(seq_len, offset)
+        x = self.token_embedding(input_ids)
+        if self.positions is not None:
+            x = x + self.positions(seq_len, offset)
+        rotary = None if self.rotary is None else self.rotary(seq_len, offset)
         if self.embedding_norm is not None:
             x = self.embedding_norm(x)
         x = self.drop(x)
         attn_mask = None if padding_mask is None else padding_mask[:, None, None, :]
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, self.causal, None if cache is None else cache.layers[i])
+            x = block(x, attn_mask, self.causal, None if cache is None else cache.layers[i], rotary)
         return x if self.final_norm is None else self.final_norm(x)
 
     def new_cache(self) -> KVCache:
@@ -87,5 +93,6 @@ class Backbone(nn.Module):
     def flops_per_token(self, seq_len: int) -> int:
         """Forward FLOPs per token of the blocks (matmuls only): 2 * block params + attention scores/values."""
         d, n = self.cfg.d_model, self.cfg.n_layers
-        block_matmul_params = n * (4 * d * d + 2 * d * self.cfg.d_ff)
+        ff_matrices = 3 if self.cfg.feed_forward == "glu" else 2
+        block_matmul_params = n * (4 * d * d + ff_matrices * d * self.cfg.d_ff)
         return 2 * block_matmul_params + n * 4 * seq_len * d

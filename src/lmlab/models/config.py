@@ -8,7 +8,11 @@ from dataclasses import dataclass
 LAYOUTS = ("encoder", "decoder")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
-POSITIONS = ("learned", "sinusoidal")
+NORMS = ("layernorm", "rmsnorm")
+# mlp: act(x W1) W2; glu: (act(x Wg) * x W1) W2 — GeGLU with gelu, SwiGLU with silu.
+FEED_FORWARDS = ("mlp", "glu")
+# learned and sinusoidal are added to the embeddings; rotary rotates queries and keys in every layer.
+POSITIONS = ("learned", "sinusoidal", "rotary")
 
 
 @dataclass
@@ -22,7 +26,9 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     norm_position: str = "pre"
+    norm: str = "layernorm"
     norm_eps: float = 1e-5
+    feed_forward: str = "mlp"
     activation: str = "gelu"
     positions: str = "learned"
     tie_embeddings: bool = True
@@ -34,6 +40,8 @@ class ModelConfig:
         """Raise ValueError naming the bad key and what was expected."""
         _choice("model.layout", self.layout, LAYOUTS)
         _choice("model.norm_position", self.norm_position, NORM_POSITIONS)
+        _choice("model.norm", self.norm, NORMS)
+        _choice("model.feed_forward", self.feed_forward, FEED_FORWARDS)
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.positions", self.positions, POSITIONS)
         for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_positions"):
@@ -41,6 +49,10 @@ class ModelConfig:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"model.positions=rotary needs an even head size; d_model/n_heads = {self.d_model // self.n_heads}"
+            )
         for key in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")

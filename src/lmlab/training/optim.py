@@ -10,7 +10,7 @@ from torch import nn
 
 from lmlab.training.config import OptimConfig
 
-_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm)
+_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
