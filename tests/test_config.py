@@ -68,7 +68,7 @@ def test_misspelt_key_and_wrong_type_fail_at_composition(compose_config):
         (["data.block_size=1024"], "data.block_size=1024 exceeds model.max_positions=512"),
         (["data=text"], "needs data.files"),
         (["optim.schedule=step"], "optim.schedule='step'"),
-        (["model.positions=rotary"], "model.positions='rotary'"),
+        (["model.positions=alibi"], "model.positions='alibi' is not supported"),
         (["objective.name=nope"], "objective.name='nope' is not an objective"),
         (["objective=clm", "model.layout=encoder"], "objective=clm needs model.layout=decoder"),
     ],
