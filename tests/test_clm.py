@@ -11,24 +11,15 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lmlab.data.blocks import example_rng
-from lmlab.models import Backbone, ModelConfig
+from lmlab.models import Backbone
 from lmlab.objectives import build_objective
-from lmlab.objectives.clm import IGNORE
+from lmlab.objectives.base import IGNORE
 from lmlab.training.run import pretrain
 
 from .conftest import TINY
+from .test_backbone import SMALL
 
-DECODER = ModelConfig(
-    layout="decoder",
-    n_layers=2,
-    d_model=32,
-    n_heads=4,
-    d_ff=64,
-    max_positions=64,
-    vocab_size=100,
-    dropout=0.0,
-    attention_dropout=0.0,
-)
+DECODER = replace(SMALL, layout="decoder")
 
 
 def test_labels_are_the_next_tokens_and_padding_is_ignored(tokenizer):

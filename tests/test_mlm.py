@@ -8,7 +8,7 @@ import pytest
 from lmlab.data.blocks import example_rng
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
 from lmlab.objectives import build_objective
-from lmlab.objectives.mlm import IGNORE
+from lmlab.objectives.base import IGNORE
 
 
 @pytest.fixture(scope="module")

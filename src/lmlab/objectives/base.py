@@ -8,12 +8,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
+
+# The label of a position with nothing to predict.
+IGNORE = -100
 
 
 @dataclass
@@ -59,3 +63,23 @@ class Objective(ABC):
     @abstractmethod
     def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
         """Model FLOPs of one training step (forward + backward) on `batch`."""
+
+
+def predict_tokens(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, backbone: Backbone) -> ObjectiveOutput:
+    """Cross-entropy at the positions whose label is not IGNORE. The head, and so the vocabulary projection,
+    runs only at those positions (sparse prediction)."""
+    selected = labels != IGNORE
+    targets = labels[selected]
+    logits = head(hidden[selected], backbone).float()
+    if targets.numel() == 0:
+        zero = targets.new_zeros(())
+        return ObjectiveOutput(logits.sum() * 0.0, zero, zero)
+    loss = F.cross_entropy(logits, targets)
+    return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), (logits.argmax(-1) == targets).sum())
+
+
+def token_prediction_flops(backbone: Backbone, batch: dict[str, torch.Tensor], head_flops_per_target: int) -> int:
+    """Training FLOPs (3x forward) of the backbone on every position plus the head at the labelled ones."""
+    batch_size, seq_len = batch["input_ids"].shape
+    n_targets = int((batch["labels"] != IGNORE).sum())
+    return 3 * (batch_size * seq_len * backbone.flops_per_token(seq_len) + n_targets * head_flops_per_target)

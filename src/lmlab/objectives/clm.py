@@ -6,14 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmlab.data.tokenizer import PAD, TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives.base import Objective, ObjectiveOutput
-
-IGNORE = -100
+from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 
 
 @dataclass
@@ -46,19 +43,11 @@ class CausalLM(Objective):
         return LMHead()
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        hidden = backbone(batch["input_ids"], batch.get("padding_mask"))
-        labels = batch["labels"]
-        selected = labels != IGNORE
-        targets = labels[selected]
-        logits = head(hidden[selected], backbone).float()
-        loss = F.cross_entropy(logits, targets)
-        return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), (logits.argmax(-1) == targets).sum())
+        return predict_tokens(backbone(batch["input_ids"], batch.get("padding_mask")), batch["labels"], head, backbone)
 
     def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
-        batch_size, seq_len = batch["input_ids"].shape
-        n_targets = int((batch["labels"] != IGNORE).sum())
         d, vocab = backbone.cfg.d_model, backbone.cfg.vocab_size
-        return 3 * (batch_size * seq_len * backbone.flops_per_token(seq_len) + n_targets * 2 * d * vocab)
+        return token_prediction_flops(backbone, batch, head_flops_per_target=2 * d * vocab)
 
 
 OBJECTIVE = CausalLM

@@ -6,15 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
-from lmlab.objectives.base import Objective, ObjectiveOutput
-
-IGNORE = -100
+from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 
 
 @dataclass
@@ -77,25 +74,11 @@ class MaskedLM(Objective):
         return MLMHead(model_cfg)
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
-        hidden = backbone(batch["input_ids"], batch.get("padding_mask"))
-        labels = batch["labels"]
-        selected = labels != IGNORE
-        targets = labels[selected]
-        # Sparse prediction: the vocabulary projection runs only where there is something to predict.
-        logits = head(hidden[selected], backbone).float()
-        if targets.numel() == 0:
-            zero = logits.sum() * 0.0
-            return ObjectiveOutput(zero, targets.new_zeros(()), targets.new_zeros(()))
-        loss = F.cross_entropy(logits, targets)
-        n_correct = (logits.argmax(-1) == targets).sum()
-        return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), n_correct)
+        return predict_tokens(backbone(batch["input_ids"], batch.get("padding_mask")), batch["labels"], head, backbone)
 
     def flops_per_batch(self, backbone: Backbone, batch: dict[str, torch.Tensor]) -> int:
-        batch_size, seq_len = batch["input_ids"].shape
         d, vocab = backbone.cfg.d_model, backbone.cfg.vocab_size
-        n_targets = int((batch["labels"] != IGNORE).sum())
-        forward = batch_size * seq_len * backbone.flops_per_token(seq_len) + n_targets * 2 * (d * d + d * vocab)
-        return 3 * forward
+        return token_prediction_flops(backbone, batch, head_flops_per_target=2 * (d * d + d * vocab))
 
 
 OBJECTIVE = MaskedLM
