@@ -31,7 +31,7 @@ def test_labels_are_the_next_tokens_and_padding_is_ignored(tokenizer):
     assert out["labels"].tolist() == [8, 9, 10, IGNORE, IGNORE, IGNORE]
 
 
-def _input_gradients(model: Backbone, ids: torch.Tensor, t: int, padding_mask=None) -> torch.Tensor:
+def _input_gradients(model: Backbone, ids: torch.Tensor, t: int, padding_mask=None, **forward_kwargs) -> torch.Tensor:
     """|d hidden[:, t] / d embeddings| per input position."""
     captured = {}
 
@@ -40,7 +40,7 @@ def _input_gradients(model: Backbone, ids: torch.Tensor, t: int, padding_mask=No
         captured["x"] = output
 
     handle = model.token_embedding.register_forward_hook(keep)
-    hidden = model(ids, padding_mask)[:, t]
+    hidden = model(ids, padding_mask, **forward_kwargs)[:, t]
     # a random projection: the plain sum of a LayerNorm output is identically zero
     (hidden * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(t))).sum().backward()
     handle.remove()

@@ -26,7 +26,7 @@ class Backbone(nn.Module):
         if cfg.vocab_size < 1:
             raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
         self.cfg = cfg
-        self.causal = cfg.layout == "decoder"
+        self.causal = cfg.layout in ("decoder", "prefix_lm")
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.positions = make_positions(cfg.positions, cfg.max_positions, cfg.d_model)
         self.rotary = (
@@ -54,8 +54,10 @@ class Backbone(nn.Module):
         input_ids: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        prefix_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """input_ids: (B, S) long. padding_mask: (B, S) bool, True at real tokens; None means no padding.
+        prefix_lengths: (B,) for the prefix_lm layout: positions before it attend to each other both ways.
 
         Returns hidden states (B, S, D). Padded positions are never attended to, so real positions are
         unaffected by padding. With `cache` (decoder layout), input_ids are the positions after those
@@ -64,7 +66,7 @@ class Backbone(nn.Module):
         seq_len = input_ids.shape[1]
         offset = 0
         if cache is not None:
-            if not self.causal or padding_mask is not None:
+            if self.cfg.layout != "decoder" or padding_mask is not None:
                 raise ValueError("a KV cache needs the decoder layout and unpadded inputs")
             offset = cache.length
         if offset + seq_len > self.cfg.max_positions:
@@ -77,8 +79,15 @@ class Backbone(nn.Module):
             x = self.embedding_norm(x)
         x = self.drop(x)
         attn_mask = None if padding_mask is None else padding_mask[:, None, None, :]
+        causal = self.causal
+        if prefix_lengths is not None:
+            if self.cfg.layout != "prefix_lm":
+                raise ValueError(f"prefix_lengths need model.layout=prefix_lm; model.layout={self.cfg.layout}")
+            visible = _prefix_lm_mask(seq_len, prefix_lengths)
+            attn_mask = visible if attn_mask is None else attn_mask & visible
+            causal = False
         for i, block in enumerate(self.blocks):
-            x = block(x, attn_mask, self.causal, None if cache is None else cache.layers[i], rotary)
+            x = block(x, attn_mask, causal, None if cache is None else cache.layers[i], rotary)
         return x if self.final_norm is None else self.final_norm(x)
 
     def new_cache(self) -> KVCache:
@@ -96,3 +105,11 @@ class Backbone(nn.Module):
         ff_matrices = 3 if self.cfg.feed_forward == "glu" else 2
         block_matmul_params = n * (4 * d * d + ff_matrices * d * self.cfg.d_ff)
         return 2 * block_matmul_params + n * 4 * seq_len * d
+
+
+def _prefix_lm_mask(seq_len: int, prefix_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, 1, S, S) bool: query i sees key j if j <= i, or if j lies in the example's prefix."""
+    pos = torch.arange(seq_len, device=prefix_lengths.device)
+    causal = pos[None, :] <= pos[:, None]
+    in_prefix = pos[None, None, :] < prefix_lengths[:, None, None]
+    return (causal[None] | in_prefix)[:, None]

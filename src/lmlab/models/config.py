@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# encoder: bidirectional attention; decoder: causal attention (position t sees positions <= t).
-LAYOUTS = ("encoder", "decoder")
+# encoder: bidirectional attention; decoder: causal attention (position t sees positions <= t);
+# prefix_lm: bidirectional over each example's prefix, causal after it.
+LAYOUTS = ("encoder", "decoder", "prefix_lm")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 NORMS = ("layernorm", "rmsnorm")
