@@ -26,6 +26,12 @@ class KVCache:
     def __init__(self, n_layers: int) -> None:
         self.layers = [LayerCache() for _ in range(n_layers)]
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the batch rows `index` (in that order), e.g. the surviving hypotheses of a beam search."""
+        for layer in self.layers:
+            if layer.k is not None:
+                layer.k, layer.v = layer.k[index], layer.v[index]
+
     @property
     def length(self) -> int:
         first = self.layers[0].k

@@ -1,0 +1,179 @@
+"""Text generation from a trained run: greedy, sampling (temperature, top-k, top-p) and beam search.
+
+A run is loaded from its export directory (or an MLflow run id, whose artifacts are the same files):
+`model.safetensors` (whose metadata holds the model config) and `tokenizer.json`. The config is parsed
+into `ModelConfig` field by field; nothing read back is instantiated by name.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+from lmlab.data.tokenizer import SEP
+from lmlab.models import Backbone, ModelConfig
+from lmlab.training.export import WEIGHTS_FILE
+
+GENERATIVE_LAYOUTS = ("decoder", "prefix_lm")
+
+
+@dataclass
+class GenerationConfig:
+    strategy: str = "greedy"  # greedy | sample | beam
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = no top-k filtering
+    top_p: float = 1.0  # 1 = no nucleus filtering
+    num_beams: int = 4
+    stop_at_sep: bool = True
+
+    def validate(self) -> None:
+        if self.strategy not in ("greedy", "sample", "beam"):
+            raise ValueError(f"strategy={self.strategy!r} is not supported; expected greedy, sample or beam")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.num_beams < 1:
+            raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and num_beams >= 1")
+
+
+@dataclass
+class LoadedRun:
+    backbone: Backbone
+    tokenizer: Tokenizer
+    objective: str
+
+
+def load_run(run: str, tracking_uri: str | None = None) -> LoadedRun:
+    """`run`: an export directory, a run's output directory (holding export/), or an MLflow run id."""
+    path = Path(run).expanduser()
+    if (path / "export" / WEIGHTS_FILE).is_file():
+        path = path / "export"
+    if not (path / WEIGHTS_FILE).is_file():
+        if path.exists():
+            raise FileNotFoundError(f"run={run}: no {WEIGHTS_FILE} in {path} or {path / 'export'}")
+        import mlflow.artifacts
+
+        path = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run, tracking_uri=tracking_uri, dst_path=tempfile.mkdtemp(prefix="lmlab-run-")
+            )
+        )
+    with safe_open(str(path / WEIGHTS_FILE), "pt") as f:
+        metadata = f.metadata() or {}
+    if "model_config" not in metadata:
+        raise ValueError(f"{path / WEIGHTS_FILE} has no model_config metadata; was it exported by lmlab?")
+    stored = json.loads(metadata["model_config"])
+    cfg = ModelConfig(**{f.name: stored[f.name] for f in fields(ModelConfig) if f.name in stored})
+    backbone = Backbone(cfg)
+    state = load_file(str(path / WEIGHTS_FILE))
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+    objective = json.loads(metadata.get("objective", "{}")).get("name", "unknown")
+    return LoadedRun(backbone.eval(), Tokenizer.from_file(str(path / "tokenizer.json")), objective)
+
+
+@torch.no_grad()
+def generate(
+    backbone: Backbone,
+    prompt: torch.Tensor,
+    cfg: GenerationConfig,
+    stop_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """prompt: (1, P) ids -> (1, P + n) ids. The decoder layout decodes incrementally with a KV cache; the
+    prefix_lm layout reads the prompt as its bidirectional prefix and recomputes each step."""
+    cfg.validate()
+    if backbone.cfg.layout not in GENERATIVE_LAYOUTS:
+        raise ValueError(
+            f"generation needs model.layout in {list(GENERATIVE_LAYOUTS)}; this run is "
+            f"{backbone.cfg.layout} (an {backbone.cfg.layout} predicts masked tokens, not next tokens)"
+        )
+    if cfg.strategy == "beam":
+        return _beam_search(backbone, prompt, cfg, stop_id)
+    step = _Stepper(backbone, prompt.shape[1])
+    ids, logits = prompt, step(prompt)
+    for _ in range(cfg.max_new_tokens):
+        if cfg.strategy == "greedy":
+            token = logits.argmax(-1, keepdim=True)
+        else:
+            probs = F.softmax(filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p), dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator)
+        ids = torch.cat([ids, token], dim=1)
+        if stop_id is not None and int(token) == stop_id:
+            break
+        logits = step(token, ids)
+    return ids
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set to -inf every logit outside the top-k, and outside the smallest set whose probability reaches top_p."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = F.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cumulative - F.softmax(sorted_logits, dim=-1) >= top_p  # keep tokens until top_p is reached
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class _Stepper:
+    """Next-token logits (B, V) after feeding new tokens; owns the KV cache (decoder) or prefix (prefix_lm)."""
+
+    def __init__(self, backbone: Backbone, prompt_len: int) -> None:
+        self.backbone = backbone
+        self.prompt_len = prompt_len
+        self.cache = backbone.new_cache() if backbone.cfg.layout == "decoder" else None
+
+    def __call__(self, new: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cache is not None:
+            hidden = self.backbone(new, cache=self.cache)
+        else:
+            full = new if ids is None else ids
+            prefix = torch.full((full.shape[0],), self.prompt_len, device=full.device)
+            hidden = self.backbone(full, prefix_lengths=prefix)
+        return self.backbone.output_projection(hidden[:, -1]).float()
+
+
+def _beam_search(backbone: Backbone, prompt: torch.Tensor, cfg: GenerationConfig, stop_id: int | None) -> torch.Tensor:
+    """Keep the `num_beams` highest log-probability continuations; finished ones compete by mean log-prob."""
+    step = _Stepper(backbone, prompt.shape[1])
+    beams, scores = prompt, torch.zeros(1)
+    logits = step(prompt)
+    finished: list[tuple[float, torch.Tensor]] = []
+    for n in range(1, cfg.max_new_tokens + 1):
+        logprobs = scores[:, None] + F.log_softmax(logits, dim=-1)
+        top = torch.topk(logprobs.flatten(), min(cfg.num_beams, logprobs.numel()))
+        rows, tokens = top.indices // logprobs.shape[1], top.indices % logprobs.shape[1]
+        beams = torch.cat([beams[rows], tokens[:, None]], dim=1)
+        scores = top.values
+        done = (tokens == stop_id) if stop_id is not None else torch.zeros_like(tokens, dtype=torch.bool)
+        finished += [(float(scores[i]) / n, beams[i]) for i in torch.nonzero(done).flatten().tolist()]
+        alive = ~done
+        if not alive.any() or n == cfg.max_new_tokens:
+            break
+        beams, scores, rows = beams[alive], scores[alive], rows[alive]
+        if step.cache is not None:
+            step.cache.reorder(rows)
+            logits = step(beams[:, -1:])
+        else:
+            logits = step(beams[:, -1:], beams)
+    n_new = beams.shape[1] - prompt.shape[1]
+    finished += [(float(s) / max(1, n_new), b) for s, b in zip(scores, beams, strict=True)]
+    return max(finished, key=lambda item: item[0])[1][None]
+
+
+def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) -> str:
+    """The prompt's continuation as text."""
+    ids = torch.tensor([run.tokenizer.encode(prompt, add_special_tokens=False).ids])
+    if ids.shape[1] == 0:
+        raise ValueError("the prompt is empty after tokenization")
+    stop_id = run.tokenizer.token_to_id(SEP) if cfg.stop_at_sep else None
+    out = generate(run.backbone, ids, cfg, stop_id, torch.Generator().manual_seed(seed))
+    return run.tokenizer.decode(out[0, ids.shape[1] :].tolist())
