@@ -69,3 +69,15 @@ def test_prefix_lm_run_learns(compose_config, project):
     with open(next((project / "run" / "csv").glob("*/metrics.csv"))) as f:
         ppl = [float(r["val/ppl"]) for r in csv.DictReader(f) if r.get("val/ppl")]
     assert len(ppl) == 3 and ppl[-1] < ppl[0] * 0.7, ppl
+
+
+def test_examples_show_inputs_targets_and_extra_fields(synthetic_data, tokenizer):
+    from lmlab.training.examples import describe_examples
+
+    text = describe_examples(
+        build_objective({"name": "prefix_lm"}, tokenizer), synthetic_data.blocks("train"), tokenizer, seed=0, n=2
+    )
+    assert text.count("== example") == 2 and text.count("prefix_length: ") == 2
+    first_target = text.split("targets: ")[1].split()[0]
+    prefix = int(text.split("prefix_length: ")[1].split()[0])
+    assert first_target.startswith(f"{prefix - 1}:")  # the prefix's last position predicts the first target

@@ -18,6 +18,7 @@ from lmlab.objectives import build_objective
 from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.config import TrainConfig, check_compatible
+from lmlab.training.examples import describe_examples
 from lmlab.training.export import export_run
 from lmlab.training.module import PretrainModule
 
@@ -51,6 +52,11 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         "tokenizer_fingerprint": tokenizer.fingerprint,
     }
     tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resuming)
+    examples = describe_examples(objective, data.blocks("train"), tokenizer, conf.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "examples.txt").write_text(examples)
+    if tracked is not None and not tracked.resumed:
+        tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory()
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
