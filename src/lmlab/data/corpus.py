@@ -6,17 +6,15 @@ files: their bytes; hub: the dataset's own fingerprint), so a cache hit never re
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 from lmlab.data.cache import file_digest, fingerprint
 from lmlab.data.config import DataConfig
 from lmlab.data.synthetic import GENERATOR_VERSION, World
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
 _FILE_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -54,7 +52,7 @@ def _synthetic_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
         count = w.train_documents if split == "train" else w.validation_documents
         # Validation documents come from a disjoint index range of the same world.
         offset = 0 if split == "train" else w.train_documents
-        for i in range(_limit(count, cfg.max_documents)):
+        for i in islice(range(count), cfg.max_documents):
             yield world[0].document(offset + i).text
 
     fp = fingerprint("synthetic", GENERATOR_VERSION, asdict(w), cfg.max_documents)
@@ -131,11 +129,7 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
             yield from _stride_split(_group(_column(loaded[h.train_split], cfg.text_column), cfg.documents), split, cfg)
             return
         name = h.train_split if split == "train" else h.validation_split
-        docs = _group(_column(loaded[name], cfg.text_column), cfg.documents)
-        for i, doc in enumerate(docs):
-            if cfg.max_documents is not None and i >= cfg.max_documents:
-                return
-            yield doc
+        yield from islice(_group(_column(loaded[name], cfg.text_column), cfg.documents), cfg.max_documents)
 
     identity = [getattr(loaded[s], "_fingerprint", None) for s in loaded] if not h.streaming else []
     fp = fingerprint(
@@ -172,17 +166,7 @@ def _group(lines: Iterable[str], mode: str) -> Iterator[str]:
 def _stride_split(docs: Iterable[str], split: str, cfg: DataConfig) -> Iterator[str]:
     """Hold out every k-th non-empty document for validation, k = round(1 / validation_fraction)."""
     stride = max(2, round(1 / cfg.validation_fraction))
-    index = 0
-    for doc in docs:
-        if not doc.strip():
-            continue
-        if cfg.max_documents is not None and index >= cfg.max_documents:
-            return
-        held_out = index % stride == stride - 1
-        index += 1
-        if held_out == (split == "validation"):
+    non_empty = (doc for doc in docs if doc.strip())
+    for index, doc in enumerate(islice(non_empty, cfg.max_documents)):
+        if (index % stride == stride - 1) == (split == "validation"):
             yield doc
-
-
-def _limit(stop: int, max_documents: int | None) -> int:
-    return stop if max_documents is None else min(stop, max_documents)

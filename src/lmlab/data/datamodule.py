@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,8 +13,6 @@ from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import TokenArray, load_or_build
 from lmlab.data.tokenizer import PAD, TrainedTokenizer, load_or_train_tokenizer
-
-log = logging.getLogger(__name__)
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -42,7 +38,7 @@ class PretrainDataModule(pl.LightningDataModule):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         return self.tokenizer
 
-    def set_transform(self, transform: Callable) -> None:
+    def set_transform(self, transform: Transform) -> None:
         self._transform = transform
 
     def blocks(self, split: str) -> PackedBlocks:
