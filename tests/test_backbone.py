@@ -89,7 +89,7 @@ def test_rotary_scores_depend_only_on_relative_position():
 
 def test_rotary_model_has_no_additive_positions_and_needs_even_heads():
     model = Backbone(replace(SMALL, positions="rotary"))
-    assert model.positions is None and model.rotary is not None
+    assert model.stack.positions is None and model.stack.rotary is not None
     with pytest.raises(ValueError, match="even head size"):
         Backbone(replace(SMALL, positions="rotary", d_model=36, n_heads=4))
 
@@ -126,6 +126,6 @@ def test_bert_base_has_bert_base_size():
 def test_flops_per_token_counts_block_matmuls():
     model = Backbone(SMALL)
     block_params = sum(
-        p.numel() for b in model.blocks for n, p in b.named_parameters() if n.endswith("weight") and p.ndim == 2
+        p.numel() for b in model.stack.blocks for n, p in b.named_parameters() if n.endswith("weight") and p.ndim == 2
     )
     assert model.flops_per_token(16) == 2 * block_params + 2 * 4 * 16 * 32

@@ -48,26 +48,31 @@ def _input_gradients(model: Backbone, ids: torch.Tensor, t: int, padding_mask=No
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_decoder_output_at_t_has_no_gradient_from_later_inputs(padded):
-    model = Backbone(DECODER)
+@pytest.mark.parametrize("knob", [{}, {"positions": "relative"}, {"mixer": "conv", "kernel_size": 3}])
+def test_decoder_output_at_t_has_no_gradient_from_later_inputs(padded, knob):
+    model = Backbone(replace(DECODER, **knob))
     ids = torch.randint(5, 100, (1, 12))
     mask = torch.ones(1, 12, dtype=torch.bool) if padded else None  # padded=True takes the explicit-mask path
     for t in (0, 5, 11):
         grad = _input_gradients(model, ids, t, mask)
         assert (grad[t + 1 :] == 0).all(), f"position {t} depends on later inputs"
-        assert (grad[: t + 1] > 0).all(), f"position {t} ignores earlier inputs"
+        # a causal convolution sees (kernel - 1) positions back per layer
+        window = t + 1 if "kernel_size" not in knob else (knob["kernel_size"] - 1) * SMALL.n_layers + 1
+        assert (grad[max(0, t + 1 - window) : t + 1] > 0).all(), f"position {t} ignores earlier inputs"
 
 
-def test_encoder_output_depends_on_every_input():
-    grad = _input_gradients(Backbone(replace(DECODER, layout="encoder")), torch.randint(5, 100, (1, 12)), 3)
-    assert (grad > 0).all()
+@pytest.mark.parametrize("knob", [{}, {"positions": "relative"}, {"mixer": "conv", "kernel_size": 5}])
+def test_encoder_output_depends_on_inputs_on_both_sides(knob):
+    grad = _input_gradients(Backbone(replace(DECODER, layout="encoder", **knob)), torch.randint(5, 100, (1, 12)), 3)
+    assert (grad[:7] > 0).all()  # conv: 2 layers of kernel 5 reach 4 positions either side
 
 
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
-@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rotary", "relative", "conv"])
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_kv_cache_decoding_matches_a_full_forward(norm_position, positions, chunk):
-    cfg = replace(DECODER, norm_position=norm_position, positions=positions, norm="rmsnorm", feed_forward="glu")
+    knobs = {"mixer": "conv", "kernel_size": 4} if positions == "conv" else {"positions": positions}
+    cfg = replace(DECODER, norm_position=norm_position, norm="rmsnorm", feed_forward="glu", **knobs)
     model = Backbone(cfg).eval()
     ids = torch.randint(5, 100, (2, 13))
     with torch.no_grad():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmlab.models.attention import LayerCache, SelfAttention
+from lmlab.models.attention import CrossAttention, LayerCache, MixContext, SelfAttention
 from lmlab.models.config import ModelConfig
+from lmlab.models.conv import LightweightConv
 
 _ACTIVATIONS = {
     "gelu": nn.GELU,
@@ -52,28 +53,36 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Self-attention + feed-forward, each wrapped in a residual with pre- or post-LayerNorm."""
+    """Mixer (self-attention or convolution), optional cross-attention, feed-forward; each sublayer wrapped
+    in a residual with pre- or post-norm."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, cross_attention: bool = False) -> None:
         super().__init__()
         self.pre_norm = cfg.norm_position == "pre"
-        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        if cfg.mixer == "conv":
+            self.mixer = LightweightConv(cfg.d_model, cfg.n_heads, cfg.kernel_size, cfg.attention_dropout)
+        else:
+            self.mixer = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        self.cross = CrossAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout) if cross_attention else None
         ff = GLUFeedForward if cfg.feed_forward == "glu" else FeedForward
         self.ff = ff(cfg.d_model, cfg.d_ff, cfg.activation)
-        self.norm1 = make_norm(cfg)
-        self.norm2 = make_norm(cfg)
+        self.norms = nn.ModuleList(make_norm(cfg) for _ in range(3 if cross_attention else 2))
         self.drop = nn.Dropout(cfg.dropout)
+
+    def _residual(self, x: torch.Tensor, i: int, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.drop(sublayer(self.norms[i](x)))
+        return self.norms[i](x + self.drop(sublayer(x)))
 
     def forward(
         self,
         x: torch.Tensor,
-        attn_mask: torch.Tensor | None = None,
-        causal: bool = False,
+        ctx: MixContext,
         cache: LayerCache | None = None,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.drop(self.attn(self.norm1(x), attn_mask, causal, cache, rotary))
-            return x + self.drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, attn_mask, causal, cache, rotary)))
-        return self.norm2(x + self.drop(self.ff(x)))
+        x = self._residual(x, 0, lambda h: self.mixer(h, ctx, cache))
+        if self.cross is not None:
+            x = self._residual(x, 1, lambda h: self.cross(h, memory, memory_mask, cache))
+        return self._residual(x, len(self.norms) - 1, self.ff)

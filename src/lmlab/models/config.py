@@ -5,15 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # encoder: bidirectional attention; decoder: causal attention (position t sees positions <= t);
-# prefix_lm: bidirectional over each example's prefix, causal after it.
-LAYOUTS = ("encoder", "decoder", "prefix_lm")
+# prefix_lm: bidirectional over each example's prefix, causal after it; encoder_decoder: a bidirectional
+# encoder and a causal decoder (n_layers each, as in T5) that cross-attends to the encoder's output.
+LAYOUTS = ("encoder", "decoder", "prefix_lm", "encoder_decoder")
 NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 NORMS = ("layernorm", "rmsnorm")
 # mlp: act(x W1) W2; glu: (act(x Wg) * x W1) W2 — GeGLU with gelu, SwiGLU with silu.
 FEED_FORWARDS = ("mlp", "glu")
-# learned and sinusoidal are added to the embeddings; rotary rotates queries and keys in every layer.
-POSITIONS = ("learned", "sinusoidal", "rotary")
+# learned and sinusoidal are added to the embeddings; rotary rotates queries and keys in every layer;
+# relative is T5's learned per-head bias on bucketed query-key offsets, added to the attention scores.
+POSITIONS = ("learned", "sinusoidal", "rotary", "relative")
+# attention: multi-head self-attention; conv: lightweight convolution (Wu et al. 2019), depthwise with
+# softmax-normalised kernels shared by the channels of a head — causal in decoders.
+MIXERS = ("attention", "conv")
 
 
 @dataclass
@@ -32,6 +37,12 @@ class ModelConfig:
     feed_forward: str = "mlp"
     activation: str = "gelu"
     positions: str = "learned"
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    mixer: str = "attention"
+    kernel_size: int = 7
+    # Segment (token type) embeddings for sentence-pair inputs, as BERT; 0 = none.
+    segments: int = 0
     tie_embeddings: bool = True
     init_std: float = 0.02
     # Filled from the trained tokenizer at run time; a value here is only a default for tests.
@@ -45,7 +56,8 @@ class ModelConfig:
         _choice("model.feed_forward", self.feed_forward, FEED_FORWARDS)
         _choice("model.activation", self.activation, ACTIVATIONS)
         _choice("model.positions", self.positions, POSITIONS)
-        for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_positions"):
+        _choice("model.mixer", self.mixer, MIXERS)
+        for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_positions", "kernel_size", "relative_buckets"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model % self.n_heads:
@@ -54,6 +66,19 @@ class ModelConfig:
             raise ValueError(
                 f"model.positions=rotary needs an even head size; d_model/n_heads = {self.d_model // self.n_heads}"
             )
+        if self.mixer == "conv":
+            if self.layout == "prefix_lm":
+                raise ValueError(
+                    "model.mixer=conv does not support model.layout=prefix_lm (a convolution is either causal or "
+                    "bidirectional); use model.mixer=attention or another layout"
+                )
+            if self.positions in ("rotary", "relative"):
+                raise ValueError(
+                    f"model.positions={self.positions} acts inside attention and does nothing with model.mixer=conv; "
+                    "use model.positions=learned or sinusoidal"
+                )
+        if self.segments < 0:
+            raise ValueError(f"model.segments must be >= 0, got {self.segments}")
         for key in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")

@@ -1,4 +1,4 @@
-"""Absolute position encodings added to the token embeddings."""
+"""Position information: absolute encodings added to the embeddings, rotary, and T5's relative bias."""
 
 from __future__ import annotations
 
@@ -55,8 +55,46 @@ def apply_rotary(x: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> 
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
+class RelativePositionBias(nn.Module):
+    """T5's relative attention bias: one learned scalar per head and bucket of the offset key - query.
+
+    Offsets below half the buckets get a bucket each; larger ones share logarithmically wider buckets up to
+    `max_distance`. Bidirectional stacks use separate buckets for keys before and after the query.
+    """
+
+    def __init__(self, n_heads: int, num_buckets: int, max_distance: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.bias = nn.Embedding(num_buckets, n_heads)
+
+    def bucket(self, offset: torch.Tensor) -> torch.Tensor:
+        """offset = key position - query position (long) -> bucket index."""
+        buckets = self.num_buckets
+        distance = -offset
+        base = torch.zeros_like(offset)
+        if self.bidirectional:
+            buckets //= 2
+            base = (distance < 0).long() * buckets
+            distance = distance.abs()
+        else:
+            distance = distance.clamp(min=0)
+        exact = buckets // 2
+        scaled = torch.log(distance.float().clamp(min=1) / exact) / math.log(self.max_distance / exact)
+        far = (exact + (scaled * (buckets - exact)).long()).clamp(max=buckets - 1)
+        return base + torch.where(distance < exact, distance, far)
+
+    def forward(self, q_len: int, k_len: int, offset: int = 0) -> torch.Tensor:
+        """(1, H, q_len, k_len) bias for queries at positions offset .. offset + q_len - 1 and keys 0 .. k_len - 1."""
+        device = self.bias.weight.device
+        query = torch.arange(offset, offset + q_len, device=device)[:, None]
+        key = torch.arange(k_len, device=device)[None, :]
+        return self.bias(self.bucket(key - query)).permute(2, 0, 1)[None]
+
+
 def make_positions(kind: str, max_positions: int, d_model: int) -> nn.Module | None:
-    """The additive position encoding, or None for rotary (which acts inside attention)."""
-    if kind == "rotary":
+    """The additive position encoding, or None for rotary and relative (which act inside attention)."""
+    if kind in ("rotary", "relative"):
         return None
     return {"learned": LearnedPositions, "sinusoidal": SinusoidalPositions}[kind](max_positions, d_model)
