@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lmlab.data.blocks import example_rng
+from lmlab.data.blocks import Block, example_rng
 from lmlab.models import Backbone
 from lmlab.objectives import build_objective
 from lmlab.objectives.base import IGNORE
@@ -26,7 +26,7 @@ def test_labels_are_the_next_tokens_and_padding_is_ignored(tokenizer):
     clm = build_objective({"name": "clm"}, tokenizer)
     pad = tokenizer.token_id("[PAD]")
     ids = np.array([7, 8, 9, 10, pad, pad])
-    out = clm.transform(ids, example_rng(0, 0, 0))
+    out = clm.transform(Block.of(ids, n_real=4), example_rng(0, 0, 0))
     assert np.array_equal(out["input_ids"], ids)
     assert out["labels"].tolist() == [8, 9, 10, IGNORE, IGNORE, IGNORE]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lmlab.data.blocks import example_rng
+from lmlab.data.blocks import Block, example_rng
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
 from lmlab.objectives import build_objective
 from lmlab.objectives.base import IGNORE
@@ -25,7 +25,7 @@ def _stats(mlm, stream: np.ndarray, n_blocks: int = 300, block: int = 64, epoch:
     selected = masked = randomised = kept = candidates = 0
     for i in range(n_blocks):
         ids = stream[i * block : (i + 1) * block]
-        out = mlm.transform(ids, example_rng(0, epoch, i))
+        out = mlm.transform(Block.of(ids), example_rng(0, epoch, i))
         sel = out["labels"] != IGNORE
         assert np.array_equal(out["labels"][sel], ids[sel]), "labels must be the original tokens"
         assert not mlm.is_special[ids[sel]].any(), "a special token was selected"
@@ -56,7 +56,7 @@ def test_configured_mask_prob_is_respected(tokenizer, stream):
 
 def test_special_tokens_never_selected(mlm, tokenizer):
     specials = np.array(tokenizer.special_ids * 40, dtype=np.int64)
-    out = mlm.transform(specials, example_rng(0, 0, 0))
+    out = mlm.transform(Block.of(specials), example_rng(0, 0, 0))
     assert (out["labels"] == IGNORE).all()
     assert np.array_equal(out["input_ids"], specials)
     assert tokenizer.token_id(MASK) in tokenizer.special_ids
@@ -64,13 +64,30 @@ def test_special_tokens_never_selected(mlm, tokenizer):
 
 def test_same_seed_epoch_index_gives_same_mask_and_next_epoch_differs(mlm, stream):
     ids = stream[:64]
-    a = mlm.transform(ids, example_rng(7, 0, 3))
-    b = mlm.transform(ids, example_rng(7, 0, 3))
+    a = mlm.transform(Block.of(ids), example_rng(7, 0, 3))
+    b = mlm.transform(Block.of(ids), example_rng(7, 0, 3))
     assert all(np.array_equal(a[k], b[k]) for k in a)
-    next_epoch = mlm.transform(ids, example_rng(7, 1, 3))
-    other_seed = mlm.transform(ids, example_rng(8, 0, 3))
+    next_epoch = mlm.transform(Block.of(ids), example_rng(7, 1, 3))
+    other_seed = mlm.transform(Block.of(ids), example_rng(8, 0, 3))
     assert not np.array_equal(a["labels"], next_epoch["labels"])
     assert not np.array_equal(a["labels"], other_seed["labels"])
+
+
+def test_whole_word_masking_selects_every_piece_of_a_word_and_keeps_the_rate(tokenizer):
+    wwm = build_objective({"name": "mlm", "whole_word": True}, tokenizer)
+    continues = tokenizer.word_continuations()
+    text = "the unbelievably overcautious metallurgists reconsidered photosynthesis " * 20
+    ids = np.asarray(tokenizer.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    assert continues[ids].any(), "the test text must contain multi-piece words"
+    word = np.cumsum(~continues[ids]) - 1
+    selected = candidates = 0
+    for i in range(300):
+        sel = wwm.transform(Block.of(ids), example_rng(0, 0, i))["labels"] != IGNORE
+        for w in np.unique(word[sel]):
+            assert sel[word == w].all(), "a word was only partly selected"
+        selected += len(np.unique(word[sel]))
+        candidates += word[-1] + 1
+    assert selected / candidates == pytest.approx(0.15, abs=0.01)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.data.blocks import example_rng
+from lmlab.data.blocks import Block, example_rng
 from lmlab.models import Backbone
 from lmlab.objectives import build_objective
 from lmlab.objectives.base import IGNORE
@@ -28,7 +28,7 @@ def test_split_predicts_exactly_the_tokens_after_the_prefix(tokenizer):
     ids = np.concatenate([np.arange(10, 30), [pad] * 4])
     lengths = set()
     for i in range(200):
-        out = objective.transform(ids, example_rng(0, 0, i))
+        out = objective.transform(Block.of(ids, n_real=20), example_rng(0, 0, i))
         p = int(out["prefix_length"])
         lengths.add(p)
         assert 1 <= p <= 19

@@ -3,13 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-# An objective's batch transform: (block of token ids, rng) -> named arrays of one example.
-Transform = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
+@dataclass(frozen=True)
+class TokenStream:
+    """One split as a flat token array, with where its documents and sentences start (sorted positions)."""
+
+    tokens: np.ndarray
+    document_starts: np.ndarray
+    sentence_starts: np.ndarray
+
+    @classmethod
+    def single_document(cls, tokens: np.ndarray, sentence_starts: Sequence[int] = (0,)) -> TokenStream:
+        return cls(tokens, np.zeros(1, dtype=np.int64), np.asarray(sentence_starts, dtype=np.int64))
+
+    def document_bounds(self, position: int) -> tuple[int, int]:
+        """[start, end) of the document holding `position`."""
+        doc = int(np.searchsorted(self.document_starts, position, side="right")) - 1
+        end = self.document_starts[doc + 1] if doc + 1 < len(self.document_starts) else len(self.tokens)
+        return int(self.document_starts[doc]), int(end)
+
+    def sentences_between(self, start: int, end: int) -> np.ndarray:
+        """Start positions of the sentences that start in [start, end)."""
+        lo, hi = np.searchsorted(self.sentence_starts, [start, end], side="left")
+        return self.sentence_starts[lo:hi]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One packed block handed to an objective's transform.
+
+    Most objectives only read `ids`; sentence-level ones also look at `stream` around `start`. `batch_key` is
+    (seed, epoch, batch number), the same for every example of a batch (a mixture samples its objective from it).
+    """
+
+    ids: np.ndarray  # int64, block_size long, padded with the pad id after n_real
+    n_real: int
+    start: int  # position of ids[0] in stream.tokens
+    stream: TokenStream
+    batch_key: tuple[int, int, int] = (0, 0, 0)
+
+    @classmethod
+    def of(cls, ids: np.ndarray, n_real: int | None = None) -> Block:
+        """A standalone block (its own one-document stream), e.g. for inspecting a transform."""
+        ids = np.asarray(ids, dtype=np.int64)
+        n = len(ids) if n_real is None else n_real
+        return cls(ids, n, 0, TokenStream.single_document(ids[:n]))
+
+    def sentence_starts(self) -> np.ndarray:
+        """Positions within the block (0 included) where a sentence or a document starts."""
+        inside = self.stream.sentences_between(self.start + 1, self.start + self.n_real) - self.start
+        return np.concatenate([[0], inside]).astype(np.int64)
+
+
+# An objective's batch transform: (block, rng) -> named arrays of one example.
+Transform = Callable[[Block, np.random.Generator], dict[str, np.ndarray]]
 
 
 class PackedBlocks:
@@ -19,25 +71,24 @@ class PackedBlocks:
     which is padded with `pad_id` when the stream does not divide evenly.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, pad_id: int) -> None:
-        if len(tokens) == 0:
+    def __init__(self, stream: TokenStream, block_size: int, pad_id: int) -> None:
+        if len(stream.tokens) == 0:
             raise ValueError("cannot cut blocks from an empty token stream")
-        self.tokens = tokens
+        self.stream = stream
         self.block_size = block_size
         self.pad_id = pad_id
 
     def __len__(self) -> int:
-        return -(-len(self.tokens) // self.block_size)
+        return -(-len(self.stream.tokens) // self.block_size)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        """The block's ids (int64, length block_size) and how many of them are real tokens."""
+    def __getitem__(self, index: int) -> Block:
         start = index * self.block_size
-        real = np.asarray(self.tokens[start : start + self.block_size], dtype=np.int64)
-        if len(real) == self.block_size:
-            return real, self.block_size
-        padded = np.full(self.block_size, self.pad_id, dtype=np.int64)
-        padded[: len(real)] = real
-        return padded, len(real)
+        real = np.asarray(self.stream.tokens[start : start + self.block_size], dtype=np.int64)
+        ids = real
+        if len(real) < self.block_size:
+            ids = np.full(self.block_size, self.pad_id, dtype=np.int64)
+            ids[: len(real)] = real
+        return Block(ids, len(real), start, self.stream)
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -46,7 +97,11 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 class BlockDataset(Dataset):
-    """Indexed by (epoch, index) pairs from `EpochSampler`, so transforms are reproducible and resumable."""
+    """Indexed by (epoch, index, batch) keys from `EpochSampler`, so transforms are reproducible and resumable.
+
+    A transform may set `n_real` (its own count of real input positions, for the padding mask); `n_tokens` is
+    always the block's count of real tokens, what throughput counts.
+    """
 
     def __init__(self, blocks: PackedBlocks, transform: Transform, seed: int) -> None:
         self.blocks = blocks
@@ -56,22 +111,27 @@ class BlockDataset(Dataset):
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, np.ndarray]:
-        epoch, index = key
-        ids, n_real = self.blocks[index]
-        example = self.transform(ids, example_rng(self.seed, epoch, index))
-        example["n_real"] = np.asarray(n_real)
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, np.ndarray]:
+        epoch, index, batch = key
+        block = replace(self.blocks[index], batch_key=(self.seed, epoch, batch))
+        example = self.transform(block, example_rng(self.seed, epoch, index))
+        example.setdefault("n_real", np.asarray(block.n_real))
+        example["n_tokens"] = np.asarray(block.n_real)
         return example
 
 
 class EpochSampler(Sampler):
-    """Yields (epoch, index). The order is a pure function of (seed, epoch); Lightning calls `set_epoch`.
+    """Yields (epoch, index, batch number). The order is a pure function of (seed, epoch); Lightning calls
+    `set_epoch`. The batch number (position // batch_size) lets a transform make one choice per batch.
 
     With several processes each rank takes every world_size-th index of the same permutation.
     """
 
-    def __init__(self, length: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, length: int, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1, batch_size: int = 1
+    ) -> None:
         self.length = length
+        self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
@@ -84,23 +144,24 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         order = (
             np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
             if self.shuffle
             else np.arange(self.length)
         )
         epoch = self.epoch if self.shuffle else 0
-        for index in order[self.rank :: self.world_size]:
-            yield epoch, int(index)
+        for position, index in enumerate(order[self.rank :: self.world_size]):
+            yield epoch, int(index), position // self.batch_size
 
 
 def collate(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Stack examples; add `padding_mask` only when some block is padded, so full batches keep flash attention."""
-    batch = {key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in examples[0] if key != "n_real"}
+    counts = ("n_real", "n_tokens")
+    batch = {key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in examples[0] if key not in counts}
     n_real = torch.as_tensor([int(e["n_real"]) for e in examples])
     seq_len = batch["input_ids"].shape[1]
     if bool((n_real < seq_len).any()):
         batch["padding_mask"] = torch.arange(seq_len)[None, :] < n_real[:, None]
-    batch["n_tokens"] = n_real.sum()
+    batch["n_tokens"] = torch.as_tensor(sum(int(e["n_tokens"]) for e in examples))
     return batch

@@ -39,6 +39,8 @@ class TokenizerConfig:
     vocab_size: int = 8192
     min_frequency: int = 2
     lowercase: bool = True
+    # Sentinel tokens [SPAN0], [SPAN1], ... that stand for dropped spans in span corruption (T5 has 100).
+    sentinels: int = 100
     # A trained tokenizer.json to load instead of training one.
     path: str | None = None
 

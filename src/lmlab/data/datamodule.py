@@ -8,7 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, Transform, collate
+from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, TokenStream, Transform, collate
 from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import TokenArray, load_or_build
@@ -43,7 +43,9 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def blocks(self, split: str) -> PackedBlocks:
         assert self.tokenizer is not None, "call prepare() first"
-        return PackedBlocks(self.splits[split].tokens, self.cfg.block_size, self.tokenizer.token_id(PAD))
+        cached = self.splits[split]
+        stream = TokenStream(cached.tokens, cached.offsets[:-1], cached.sentence_starts)
+        return PackedBlocks(stream, self.cfg.block_size, self.tokenizer.token_id(PAD))
 
     def _loader(self, split: str) -> DataLoader:
         if self._transform is None:
@@ -51,7 +53,9 @@ class PretrainDataModule(pl.LightningDataModule):
         dataset = BlockDataset(self.blocks(split), self._transform, self.seed)
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochSampler(len(dataset), self.seed, shuffle=split == "train", rank=rank, world_size=world)
+        sampler = EpochSampler(
+            len(dataset), self.seed, shuffle=split == "train", rank=rank, world_size=world, batch_size=self.cfg.batch_size
+        )
         workers = self.cfg.num_workers
         return DataLoader(
             dataset,

@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lmlab.data.cache import atomic_directory, file_digest, fingerprint
@@ -15,7 +16,13 @@ from lmlab.data.corpus import Corpus
 log = logging.getLogger(__name__)
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+# UL2's paradigm tokens: R-denoising (NLU), X-denoising (NLG), S-denoising (S2S).
+NLU, NLG, S2S = "[NLU]", "[NLG]", "[S2S]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK, NLU, NLG, S2S)
+
+
+def sentinel(i: int) -> str:
+    return f"[SPAN{i}]"
 
 
 @dataclass
@@ -36,16 +43,50 @@ class TrainedTokenizer:
 
     @property
     def special_ids(self) -> list[int]:
-        return [self.token_id(t) for t in SPECIAL_TOKENS]
+        """Every special token: the fixed ones and the sentinels."""
+        return sorted(self.tokenizer.get_added_tokens_decoder())
+
+    @property
+    def sentinel_ids(self) -> list[int]:
+        """[SPAN0], [SPAN1], ... in order."""
+        ids = []
+        while (token_id := self.tokenizer.token_to_id(sentinel(len(ids)))) is not None:
+            ids.append(token_id)
+        return ids
+
+    def word_continuations(self) -> np.ndarray:
+        """(vocab,) bool: True for tokens that continue the word before them (WordPiece "##x"; BPE and Unigram
+        tokens without the word-start marker). Whole-word masking groups a token with the word it continues."""
+        model = self.tokenizer.model
+        vocab = self.tokenizer.get_vocab()
+        if isinstance(model, models.WordPiece):
+            prefix = model.continuing_subword_prefix
+
+            def continues(token: str) -> bool:
+                return token.startswith(prefix)
+        else:
+            marker = "\u0120" if isinstance(model, models.BPE) else "\u2581"  # byte-level space, metaspace
+
+            def continues(token: str) -> bool:
+                return not token.startswith(marker) and token.isalnum()
+
+        out = np.zeros(self.vocab_size, dtype=bool)
+        for token, index in vocab.items():
+            out[index] = continues(token)
+        out[self.special_ids] = False
+        return out
 
 
 def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Path) -> TrainedTokenizer:
     if cfg.path:
         return _load(Path(cfg.path).expanduser())
-    if cfg.vocab_size <= len(SPECIAL_TOKENS):
+    if cfg.sentinels < 0:
+        raise ValueError(f"data.tokenizer.sentinels must be >= 0, got {cfg.sentinels}")
+    n_special = len(SPECIAL_TOKENS) + cfg.sentinels
+    if cfg.vocab_size <= n_special:
         raise ValueError(
-            f"data.tokenizer.vocab_size={cfg.vocab_size} is too small: it must exceed the "
-            f"{len(SPECIAL_TOKENS)} special tokens {list(SPECIAL_TOKENS)}"
+            f"data.tokenizer.vocab_size={cfg.vocab_size} is too small: it must exceed the {n_special} special "
+            f"tokens {list(SPECIAL_TOKENS)} + {cfg.sentinels} sentinels (data.tokenizer.sentinels)"
         )
     fp = fingerprint("tokenizer", corpus.fingerprint, asdict(cfg))
     final = cache_dir / "tokenizers" / fp
@@ -55,7 +96,7 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
     log.info("Training a %s tokenizer (vocab %d) on %s", cfg.kind, cfg.vocab_size, corpus.description)
     tokenizer, trainer = _new_tokenizer(cfg)
     tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
-    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS):
+    if tokenizer.get_vocab_size() <= n_special:
         raise ValueError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
     with atomic_directory(final) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
@@ -71,7 +112,7 @@ def _load(path: Path) -> TrainedTokenizer:
     except Exception as err:
         raise ValueError(f"data.tokenizer.path: {path} is not a valid tokenizer.json: {err}") from err
     loaded = TrainedTokenizer(tokenizer, file_digest(path)[:16], path)
-    missing = [t for t in SPECIAL_TOKENS if tokenizer.token_to_id(t) is None]
+    missing = [t for t in (PAD, UNK, CLS, SEP, MASK) if tokenizer.token_to_id(t) is None]
     if missing:
         raise ValueError(f"data.tokenizer.path: {path} lacks the special tokens {missing}")
     log.info("Loaded tokenizer %s from %s", loaded.fingerprint, path)
@@ -79,7 +120,8 @@ def _load(path: Path) -> TrainedTokenizer:
 
 
 def _new_tokenizer(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
-    common = {"vocab_size": cfg.vocab_size, "special_tokens": list(SPECIAL_TOKENS), "show_progress": True}
+    specials = list(SPECIAL_TOKENS) + [sentinel(i) for i in range(cfg.sentinels)]
+    common = {"vocab_size": cfg.vocab_size, "special_tokens": specials, "show_progress": True}
     norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
     if cfg.kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 
@@ -49,8 +50,8 @@ class Objective(ABC):
         return parsed
 
     @abstractmethod
-    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """One block of token ids -> the named arrays of one training example."""
+    def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One block -> the named arrays of one training example (fixed shapes for a given block size)."""
 
     @abstractmethod
     def build_head(self, model_cfg: ModelConfig) -> nn.Module:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import PAD, TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
@@ -33,8 +34,9 @@ class CausalLM(Objective):
         super().__init__(cfg, tokenizer)
         self.pad_id = tokenizer.token_id(PAD)
 
-    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """labels[t] = ids[t + 1]; the last position and padding have nothing to predict."""
+        ids = block.ids
         labels = np.full_like(ids, IGNORE)
         labels[:-1] = np.where(ids[1:] == self.pad_id, IGNORE, ids[1:])
         return {"input_ids": ids, "labels": labels}

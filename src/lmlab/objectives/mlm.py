@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
@@ -21,6 +22,8 @@ class MLMConfig:
     # Of the selected positions: this fraction becomes [MASK], this fraction a random token, the rest stay.
     mask_token_frac: float = 0.8
     random_token_frac: float = 0.1
+    # Select whole words (a token and the subword pieces continuing it) rather than single tokens.
+    whole_word: bool = False
 
     def validate(self) -> None:
         if not 0.0 < self.mask_prob < 1.0:
@@ -58,17 +61,32 @@ class MaskedLM(Objective):
         is_special[tokenizer.special_ids] = True
         self.is_special = is_special
         self.ordinary_ids = np.flatnonzero(~is_special)
+        self.continues_word = tokenizer.word_continuations() if cfg.whole_word else None
 
-    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        inputs, labels = self.mask(block.ids, rng)
+        return {"input_ids": inputs, "labels": labels}
+
+    def select(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Positions to predict: each token (or each whole word) with probability mask_prob; never special tokens."""
+        if self.continues_word is None:
+            chosen = rng.random(ids.shape) < self.cfg.mask_prob
+        else:
+            word = np.cumsum(~self.continues_word[ids]) - 1  # a continuation belongs to the word before it
+            chosen = (rng.random(word[-1] + 1) < self.cfg.mask_prob)[word]
+        return chosen & ~self.is_special[ids]
+
+    def mask(self, ids: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """BERT's corruption: (inputs, labels) with labels IGNORE except at the selected positions."""
         cfg = self.cfg
-        selected = (rng.random(ids.shape) < cfg.mask_prob) & ~self.is_special[ids]
+        selected = self.select(ids, rng)
         choice = rng.random(ids.shape)
         to_mask = selected & (choice < cfg.mask_token_frac)
         to_random = selected & (choice >= cfg.mask_token_frac) & (choice < cfg.mask_token_frac + cfg.random_token_frac)
         inputs = ids.copy()
         inputs[to_mask] = self.mask_id
         inputs[to_random] = rng.choice(self.ordinary_ids, size=int(to_random.sum()))
-        return {"input_ids": inputs, "labels": np.where(selected, ids, IGNORE)}
+        return inputs, np.where(selected, ids, IGNORE)
 
     def build_head(self, model_cfg: ModelConfig) -> nn.Module:
         return MLMHead(model_cfg)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmlab.data.tokenizer import PAD, TrainedTokenizer
+from lmlab.data.blocks import Block
+from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 from lmlab.objectives.clm import LMHead
@@ -24,13 +25,9 @@ class PrefixLM(Objective):
     Config = PrefixLMConfig
     layout = "prefix_lm"
 
-    def __init__(self, cfg: PrefixLMConfig, tokenizer: TrainedTokenizer) -> None:
-        super().__init__(cfg, tokenizer)
-        self.pad_id = tokenizer.token_id(PAD)
-
-    def transform(self, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Prefix length uniform in [1, n_real - 1]; labels[t] = ids[t + 1] from the prefix's last position on."""
-        n_real = int((ids != self.pad_id).sum())
+        ids, n_real = block.ids, block.n_real
         prefix = int(rng.integers(1, max(2, n_real)))
         labels = np.full_like(ids, IGNORE)
         labels[prefix - 1 : n_real - 1] = ids[prefix:n_real]

@@ -17,16 +17,14 @@ def describe_examples(
     tok = tokenizer.tokenizer
     parts = []
     for index in range(min(n, len(blocks))):
-        ids, _ = blocks[index]
-        example = objective.transform(ids, example_rng(seed, 0, index))
+        example = objective.transform(blocks[index], example_rng(seed, 0, index))
         labels = example.get("labels")
-        lines = [
-            f"== example {index} ==",
-            "input:   " + " ".join(tok.id_to_token(int(i)) for i in example["input_ids"]),
-        ]
+        token_keys = [key for key in example if key.endswith("input_ids")]
+        lines = [f"== example {index} =="]
+        lines += [f"{key}: " + " ".join(tok.id_to_token(int(i)) for i in example[key]) for key in token_keys]
         if labels is not None:
             where = np.flatnonzero(labels != IGNORE)
             lines.append("targets: " + " ".join(f"{p}:{tok.id_to_token(int(labels[p]))}" for p in where))
-        lines += [f"{key}: {value.tolist()}" for key, value in example.items() if key not in ("input_ids", "labels")]
+        lines += [f"{key}: {value.tolist()}" for key, value in example.items() if key not in (*token_keys, "labels")]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
