@@ -103,7 +103,7 @@ def test_clm_run_learns(compose_config, project):
     [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
     assert run.data.params["model.layout"] == "decoder" and run.data.tags["lmlab.objective"] == "clm"
     ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/ppl"))
-    assert [s for s, _ in ppl] == [49, 99, 149]
+    assert [s for s, _ in ppl] == [0, 49, 99, 149]  # the untrained model is validated first
     assert ppl[-1][1] < ppl[0][1] * 0.7, ppl
 
 
@@ -123,5 +123,5 @@ def test_llama_style_knobs_train(compose_config, project):
     with open(next((project / "run" / "csv").glob("*/metrics.csv"))) as f:
         rows = list(csv.DictReader(f))
     ppl = [float(r["val/ppl"]) for r in rows if r.get("val/ppl")]
-    assert len(ppl) == 3 and ppl[-1] < ppl[0] * 0.7, ppl
+    assert len(ppl) == 4 and ppl[-1] < ppl[0] * 0.7, ppl
     assert final["val/ppl"] == pytest.approx(ppl[-1], rel=1e-4)

@@ -79,7 +79,7 @@ def test_run_learns_and_records_everything_in_mlflow(compose_config, project):
     ):
         assert key in run.data.metrics, key
     ppl = _history(client, run.info.run_id, "val/ppl")
-    assert [s for s, _ in ppl] == [249, 499, 749, 999, 1249, 1499]
+    assert [s for s, _ in ppl] == [0, 249, 499, 749, 999, 1249, 1499]
     assert ppl[-1][1] < ppl[0][1] / 5, ppl
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert artifacts == {"config.yaml", "tokenizer.json", "model.safetensors", "loss_curve.png", "examples.txt"}
@@ -89,7 +89,7 @@ def test_run_learns_and_records_everything_in_mlflow(compose_config, project):
     # the exported weights load into a fresh backbone of the recorded shape
     export = run_dir / "export"
     assert (export / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    model_cfg = ModelConfig(n_layers=2, d_model=64, n_heads=2, d_ff=128, vocab_size=cfg_vocab(export))
+    model_cfg = ModelConfig(n_layers=2, d_model=64, n_heads=2, d_ff=128, positions="rotary", vocab_size=cfg_vocab(export))
     backbone = Backbone(model_cfg)
     from lmlab.objectives.mlm import MLMHead
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+
 @dataclass(frozen=True)
 class TokenStream:
     """One split as a flat token array, with where its documents and sentences start (sorted positions)."""

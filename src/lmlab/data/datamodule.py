@@ -54,7 +54,12 @@ class PretrainDataModule(pl.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         sampler = EpochSampler(
-            len(dataset), self.seed, shuffle=split == "train", rank=rank, world_size=world, batch_size=self.cfg.batch_size
+            len(dataset),
+            self.seed,
+            shuffle=split == "train",
+            rank=rank,
+            world_size=world,
+            batch_size=self.cfg.batch_size,
         )
         workers = self.cfg.num_workers
         return DataLoader(

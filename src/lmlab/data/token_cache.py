@@ -10,8 +10,8 @@ Layout of one cache entry (a directory named by fingerprint):
 from __future__ import annotations
 
 import json
-import re
 import logging
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -41,7 +41,3 @@ class LightweightConv(nn.Module):
         weight = F.dropout(F.softmax(self.kernel, dim=-1), self.dropout, self.training)
         weight = weight.repeat_interleave(d // self.n_heads, dim=0)[:, None, :].to(h.dtype)  # (D, 1, k)
         return self.out(F.conv1d(h, weight, groups=d).transpose(1, 2))
-
-    def flops_per_token(self) -> int:
-        d = self.out.in_features
-        return 2 * (3 * d * d + d * self.kernel_size)

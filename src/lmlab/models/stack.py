@@ -88,12 +88,14 @@ class Stack(nn.Module):
         return MixContext(mask, is_causal, padding_mask, self.causal, rotary)
 
     def flops_per_token(self, seq_len: int, memory_len: int = 0) -> int:
-        """Forward matmul FLOPs per token: projections, feed-forward, attention scores and values."""
-        d, n = self.cfg.d_model, self.cfg.n_layers
-        ff = (3 if self.cfg.feed_forward == "glu" else 2) * d * self.cfg.d_ff
-        if self.cfg.mixer == "conv":
-            mixer = self.blocks[0].mixer.flops_per_token()
-        else:
-            mixer = 2 * 4 * d * d + 4 * seq_len * d
-        cross = 2 * 4 * d * d + 4 * memory_len * d if self.blocks[0].cross is not None else 0
-        return n * (mixer + cross + 2 * ff)
+        return flops_per_token(self.cfg, seq_len, memory_len, cross_attention=self.blocks[0].cross is not None)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, memory_len: int = 0, cross_attention: bool = False) -> int:
+    """Forward matmul FLOPs per token of a stack: projections, feed-forward, attention scores and values
+    (or the convolution), and cross-attention over `memory_len` encoder positions."""
+    d = cfg.d_model
+    ff = (3 if cfg.feed_forward == "glu" else 2) * d * cfg.d_ff
+    mixer = 2 * (3 * d * d + d * cfg.kernel_size) if cfg.mixer == "conv" else 2 * 4 * d * d + 4 * seq_len * d
+    cross = 2 * 4 * d * d + 4 * memory_len * d if cross_attention else 0
+    return cfg.n_layers * (mixer + cross + 2 * ff)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,6 +26,8 @@ class ObjectiveOutput:
     loss: torch.Tensor  # mean over targets; what is optimised
     n_targets: torch.Tensor  # how many predictions the loss averages over
     n_correct: torch.Tensor  # top-1 hits among those predictions
+    # Components worth watching separately (e.g. generator and discriminator loss), logged as train/<key>, val/<key>.
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Objective(ABC):
@@ -33,9 +35,16 @@ class Objective(ABC):
 
     Config: ClassVar[type]
     layout: ClassVar[str] = "encoder"
+    # Whether `loss` is a mean token negative log-likelihood, so exp(loss) is a perplexity worth logging.
+    loss_is_nll: ClassVar[bool] = True
 
     def __init__(self, cfg: Any, tokenizer: TrainedTokenizer) -> None:
         self.cfg = cfg
+
+    @classmethod
+    def required_layout(cls, cfg: Any) -> str:
+        """The backbone layout this objective needs with config `cfg` (an objective node)."""
+        return cls.layout
 
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from lmlab.data.blocks import Block
-from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 from lmlab.objectives.clm import LMHead

@@ -93,7 +93,7 @@ def check_compatible(cfg: TrainConfig) -> None:
     name = cfg.objective.get("name") if isinstance(cfg.objective, dict) else None
     if not name:
         raise ValueError("objective.name is missing; choose an objective, e.g. objective=mlm")
-    needed = objective_class(name).layout
+    needed = objective_class(name).required_layout(cfg.objective)
     if cfg.model.layout != needed:
         raise ValueError(
             f"objective={name} needs model.layout={needed}; model.layout={cfg.model.layout} given. "

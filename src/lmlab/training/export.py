@@ -27,7 +27,7 @@ def export_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     metadata = {
         "model_config": json.dumps(asdict(module.backbone.cfg)),
-        "objective": json.dumps(module.objective.cfg.__dict__),
+        "objective": json.dumps(asdict(module.objective.cfg)),
         "tokenizer_fingerprint": tokenizer.fingerprint,
         "global_step": str(module.global_step),
     }

@@ -33,6 +33,8 @@ class PretrainModule(pl.LightningModule):
         self.compile_backbone = compile_backbone
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
+        # One weighted mean per reported loss component, created on first sight (a mixture reports several).
+        self.val_parts: dict[str, MeanMetric] = {}
         # Read by Lightning's ThroughputMonitor after every training batch.
         self.flops_per_batch = 0
 
@@ -53,6 +55,7 @@ class PretrainModule(pl.LightningModule):
         out = self._forward(batch)
         self.flops_per_batch = self.objective.flops_per_batch(self.backbone, batch)
         self.log("train/loss", out.loss, prog_bar=True)
+        self.log_dict({f"train/{key}": value for key, value in out.parts.items()})
         self.log("lr", self.optimizers().param_groups[0]["lr"])
         return out.loss
 
@@ -61,12 +64,20 @@ class PretrainModule(pl.LightningModule):
         weight = out.n_targets.float()
         self.val_loss.update(out.loss.detach(), weight=weight)
         self.val_acc.update(out.n_correct.float() / weight.clamp(min=1.0), weight=weight)
+        for key, value in out.parts.items():
+            if key not in self.val_parts:
+                self.val_parts[key] = MeanMetric().to(self.device)
+            self.val_parts[key].update(value.detach(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
-        self.log_dict({"val/loss": loss, "val/ppl": torch.exp(loss), "val/acc": self.val_acc.compute()}, prog_bar=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
+        metrics = {"val/loss": loss, "val/acc": self.val_acc.compute()}
+        if self.objective.loss_is_nll:
+            metrics["val/ppl"] = torch.exp(loss)
+        self.log_dict(metrics, prog_bar=True)
+        self.log_dict({f"val/{key}": metric.compute() for key, metric in self.val_parts.items()})
+        for metric in (self.val_loss, self.val_acc, *self.val_parts.values()):
+            metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self, self.optim_cfg)

@@ -88,7 +88,12 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         logger=_lightning_logger(conf, run_dir, tracked),
         callbacks=[checkpoints, history, token_throughput(), ValidateOnLastStep()],
         use_distributed_sampler=False,
+        # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
+        inference_mode=False,
     )
+    if not resuming:
+        # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
+        trainer.validate(module, datamodule=data, verbose=False)
     trainer.fit(module, datamodule=data, ckpt_path=conf.ckpt_path, weights_only=True)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
