@@ -1,4 +1,5 @@
-"""Continue a prompt with a trained decoder or prefix-LM run: `python generate.py run=<dir or run id> prompt="..."`."""
+"""Generate from a trained decoder, prefix-LM or encoder-decoder run:
+`python generate.py run=<dir or run id> prompt="..."`."""
 
 import os
 from pathlib import Path

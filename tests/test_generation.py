@@ -98,6 +98,29 @@ def test_filter_logits_keeps_top_k_and_the_nucleus():
     assert torch.isfinite(filter_logits(logits, 0, 0.4)).tolist() == [[True, False, False, False]]
 
 
+def test_encoder_decoder_greedy_matches_full_recomputation_and_beam_is_at_least_as_likely():
+    torch.manual_seed(2)
+    model = Backbone(replace(SMALL, layout="encoder_decoder", positions="relative")).eval()
+    source = torch.randint(5, 100, (1, 7))
+    out = generate(model, source, GenerationConfig(max_new_tokens=8), start_id=3)
+    with torch.no_grad():
+        memory = model(source)
+        ids = torch.tensor([[3]])
+        for _ in range(8):
+            logits = model.output_projection(model.decode(ids, memory)[:, -1])
+            ids = torch.cat([ids, logits.argmax(-1, keepdim=True)], dim=1)
+
+        def logprob(seq: torch.Tensor) -> float:
+            logp = F.log_softmax(model.output_projection(model.decode(seq[:, :-1], memory)), dim=-1)
+            return float(logp.gather(-1, seq[:, 1:, None]).sum())
+
+        assert torch.equal(out, ids)
+        beam = generate(model, source, GenerationConfig(strategy="beam", num_beams=4, max_new_tokens=8), start_id=3)
+        assert beam.shape == ids.shape and logprob(beam) >= logprob(ids) - 1e-4
+    with pytest.raises(ValueError, match="start_id"):
+        generate(model, source, GenerationConfig())
+
+
 def test_encoder_runs_and_bad_settings_are_refused():
     with pytest.raises(ValueError, match="needs model.layout in"):
         generate(Backbone(SMALL), torch.zeros(1, 2, dtype=torch.long), GenerationConfig())
@@ -124,3 +147,19 @@ def test_generate_py_continues_a_prompt_from_an_export_dir_and_an_mlflow_run(com
         assert done.returncode == 0, done.stderr[-2000:]
         line = done.stdout.strip().splitlines()[-1]
         assert line.startswith("she works for") and len(line.split()) > 3, line
+
+
+def test_generate_py_fills_a_sentinel_with_a_span_run(compose_config, project):
+    pretrain(compose_config(*TINY, "objective=span", "trainer.max_steps=30", "logger=csv"), project / "run")
+    cmd = [
+        sys.executable,
+        "generate.py",
+        f"run={project / 'run'}",
+        "prompt='she works for [SPAN0] in the city.'",
+        "generation.max_new_tokens=6",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, env=run_env(project), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    prompt = "she works for [SPAN0] in the city."
+    assert line.startswith(prompt) and line[len(prompt) :].split()[0] == "[SPAN0]", line

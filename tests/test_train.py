@@ -89,7 +89,9 @@ def test_run_learns_and_records_everything_in_mlflow(compose_config, project):
     # the exported weights load into a fresh backbone of the recorded shape
     export = run_dir / "export"
     assert (export / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
-    model_cfg = ModelConfig(n_layers=2, d_model=64, n_heads=2, d_ff=128, positions="rotary", vocab_size=cfg_vocab(export))
+    model_cfg = ModelConfig(
+        n_layers=2, d_model=64, n_heads=2, d_ff=128, positions="rotary", vocab_size=cfg_vocab(export)
+    )
     backbone = Backbone(model_cfg)
     from lmlab.objectives.mlm import MLMHead
 

@@ -18,11 +18,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from lmlab.data.tokenizer import SEP
+from lmlab.data.tokenizer import CLS, S2S, SEP
 from lmlab.models import Backbone, ModelConfig
 from lmlab.training.export import WEIGHTS_FILE
 
-GENERATIVE_LAYOUTS = ("decoder", "prefix_lm")
+GENERATIVE_LAYOUTS = ("decoder", "prefix_lm", "encoder_decoder")
 
 
 @dataclass
@@ -84,18 +84,25 @@ def generate(
     cfg: GenerationConfig,
     stop_id: int | None = None,
     generator: torch.Generator | None = None,
+    start_id: int | None = None,
 ) -> torch.Tensor:
-    """prompt: (1, P) ids -> (1, P + n) ids. The decoder layout decodes incrementally with a KV cache; the
-    prefix_lm layout reads the prompt as its bidirectional prefix and recomputes each step."""
+    """prompt: (1, P) ids. Decoder and prefix-LM layouts return (1, P + n): the prompt and its continuation; the
+    decoder decodes incrementally with a KV cache, the prefix-LM reads the prompt as its bidirectional prefix and
+    recomputes each step. The encoder_decoder layout encodes the prompt and returns the decoder's (1, 1 + n)
+    output, which starts with `start_id`."""
     cfg.validate()
     if backbone.cfg.layout not in GENERATIVE_LAYOUTS:
         raise ValueError(
             f"generation needs model.layout in {list(GENERATIVE_LAYOUTS)}; this run is "
             f"{backbone.cfg.layout} (an {backbone.cfg.layout} predicts masked tokens, not next tokens)"
         )
+    step = _Stepper(backbone, prompt)
+    if step.memory is not None:
+        if start_id is None:
+            raise ValueError("an encoder-decoder needs start_id, the decoder's first token")
+        prompt = torch.tensor([[start_id]], device=prompt.device)
     if cfg.strategy == "beam":
-        return _beam_search(backbone, prompt, cfg, stop_id)
-    step = _Stepper(backbone, prompt.shape[1])
+        return _beam_search(step, prompt, cfg, stop_id)
     ids, logits = prompt, step(prompt)
     for _ in range(cfg.max_new_tokens):
         if cfg.strategy == "greedy":
@@ -124,15 +131,20 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 
 
 class _Stepper:
-    """Next-token logits (B, V) after feeding new tokens; owns the KV cache (decoder) or prefix (prefix_lm)."""
+    """Next-token logits (B, V) after feeding new tokens. Owns the KV cache (decoder, encoder-decoder), the encoded
+    prompt (encoder-decoder) or the prefix length (prefix-LM)."""
 
-    def __init__(self, backbone: Backbone, prompt_len: int) -> None:
+    def __init__(self, backbone: Backbone, prompt: torch.Tensor) -> None:
+        layout = backbone.cfg.layout
         self.backbone = backbone
-        self.prompt_len = prompt_len
-        self.cache = backbone.new_cache() if backbone.cfg.layout == "decoder" else None
+        self.prompt_len = prompt.shape[1]
+        self.cache = backbone.new_cache() if layout in ("decoder", "encoder_decoder") else None
+        self.memory = backbone(prompt) if layout == "encoder_decoder" else None
 
     def __call__(self, new: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.cache is not None:
+        if self.memory is not None:
+            hidden = self.backbone.decode(new, self.memory, cache=self.cache)
+        elif self.cache is not None:
             hidden = self.backbone(new, cache=self.cache)
         else:
             full = new if ids is None else ids
@@ -140,10 +152,16 @@ class _Stepper:
             hidden = self.backbone(full, prefix_lengths=prefix)
         return self.backbone.output_projection(hidden[:, -1]).float()
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Follow the surviving beams."""
+        if self.cache is not None:
+            self.cache.reorder(rows)
+        if self.memory is not None:
+            self.memory = self.memory[rows]
 
-def _beam_search(backbone: Backbone, prompt: torch.Tensor, cfg: GenerationConfig, stop_id: int | None) -> torch.Tensor:
+
+def _beam_search(step: _Stepper, prompt: torch.Tensor, cfg: GenerationConfig, stop_id: int | None) -> torch.Tensor:
     """Keep the `num_beams` highest log-probability continuations; finished ones compete by mean log-prob."""
-    step = _Stepper(backbone, prompt.shape[1])
     beams, scores = prompt, torch.zeros(1)
     logits = step(prompt)
     finished: list[tuple[float, torch.Tensor]] = []
@@ -159,21 +177,28 @@ def _beam_search(backbone: Backbone, prompt: torch.Tensor, cfg: GenerationConfig
         if not alive.any() or n == cfg.max_new_tokens:
             break
         beams, scores, rows = beams[alive], scores[alive], rows[alive]
-        if step.cache is not None:
-            step.cache.reorder(rows)
-            logits = step(beams[:, -1:])
-        else:
-            logits = step(beams[:, -1:], beams)
+        step.reorder(rows)
+        logits = step(beams[:, -1:], beams)
     n_new = beams.shape[1] - prompt.shape[1]
     finished += [(float(s) / max(1, n_new), b) for s, b in zip(scores, beams, strict=True)]
     return max(finished, key=lambda item: item[0])[1][None]
 
 
 def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) -> str:
-    """The prompt's continuation as text."""
-    ids = torch.tensor([run.tokenizer.encode(prompt, add_special_tokens=False).ids])
-    if ids.shape[1] == 0:
+    """The prompt's continuation as text. An encoder-decoder reads the prompt (after UL2's [S2S] mode token for
+    ul2 runs) and writes its output from scratch: a continuation (ul2), the reconstruction (denoise) or the spans
+    behind sentinels such as [SPAN0] in the prompt (span)."""
+    tok = run.tokenizer
+    ids = tok.encode(prompt, add_special_tokens=False).ids
+    if not ids:
         raise ValueError("the prompt is empty after tokenization")
-    stop_id = run.tokenizer.token_to_id(SEP) if cfg.stop_at_sep else None
-    out = generate(run.backbone, ids, cfg, stop_id, torch.Generator().manual_seed(seed))
-    return run.tokenizer.decode(out[0, ids.shape[1] :].tolist())
+    stop_id = tok.token_to_id(SEP) if cfg.stop_at_sep else None
+    generator = torch.Generator().manual_seed(seed)
+    if run.backbone.cfg.layout == "encoder_decoder":
+        source = ([tok.token_to_id(S2S)] if run.objective == "ul2" else []) + ids + [tok.token_to_id(SEP)]
+        out = generate(run.backbone, torch.tensor([source]), cfg, stop_id, generator, start_id=tok.token_to_id(CLS))
+        new = out[0, 1:].tolist()
+        # Keep sentinels visible: they say which gap a span fills.
+        return tok.decode(new[:-1] if new and new[-1] == stop_id else new, skip_special_tokens=False)
+    out = generate(run.backbone, torch.tensor([ids]), cfg, stop_id, generator)
+    return tok.decode(out[0, len(ids) :].tolist())
