@@ -1,4 +1,5 @@
-"""Training throughput of the MLM objective per model size: `python experiments/throughput.py [--device cuda]`.
+"""Training throughput per model size and objective:
+`python experiments/throughput.py [--device cuda] [--models tiny,small,base] [--objectives mlm,clm,span]`.
 
 Times forward + backward + AdamW steps on synthetic-world blocks (no Lightning, no data loading) and
 prints a table of real tokens/s, achieved TFLOP/s (from the objective's FLOPs count) and step time.
@@ -11,12 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.data.blocks import collate
+from lmlab.data.blocks import BlockDataset, collate
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
 from lmlab.training.config import TrainConfig, register_configs
@@ -26,12 +26,15 @@ from lmlab.training.optim import build_optimizer
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def measure(model: str, device: str, batch_size: int, block_size: int, steps: int, cache: Path) -> dict:
+def measure(
+    model: str, objective_name: str, device: str, batch_size: int, block_size: int, steps: int, cache: Path
+) -> dict:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[
                 f"model={model}",
+                f"objective={objective_name}",
                 "paths.root=.",
                 f"data.block_size={block_size}",
                 f"data.batch_size={batch_size}",
@@ -45,18 +48,14 @@ def measure(model: str, device: str, batch_size: int, block_size: int, steps: in
     conf.model.vocab_size = tokenizer.vocab_size
     module = PretrainModule(objective, conf.model, conf.optim, max_steps=steps).to(device)
     optimizer = build_optimizer(module, conf.optim)
-    blocks = data.blocks("train")
+    dataset = BlockDataset(data.blocks("train"), objective.transform, seed=0)
     rng = torch.Generator().manual_seed(0)
 
-    def batch() -> dict[str, torch.Tensor]:
-        picks = torch.randint(len(blocks) - 1, (batch_size,), generator=rng).tolist()
-        examples = [
-            {**objective.transform(blocks[i][0], np.random.default_rng(i)), "n_real": np.asarray(block_size)}
-            for i in picks
-        ]
-        return {k: v.to(device) for k, v in collate(examples).items()}
+    def batch(number: int) -> dict[str, torch.Tensor]:
+        picks = torch.randint(len(dataset) - 1, (batch_size,), generator=rng).tolist()
+        return {k: v.to(device) for k, v in collate([dataset[(0, i, number)] for i in picks]).items()}
 
-    batches = [batch() for _ in range(4)]
+    batches = [batch(n) for n in range(4)]
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step(b: dict[str, torch.Tensor]) -> None:
@@ -82,6 +81,7 @@ def measure(model: str, device: str, batch_size: int, block_size: int, steps: in
     n_params = sum(p.numel() for p in module.parameters())
     return {
         "model": model,
+        "objective": objective_name,
         "params (M)": n_params / 1e6,
         "batch x block": f"{batch_size}x{block_size}",
         "tokens/s": steps * batch_size * block_size / elapsed,
@@ -94,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default="tiny,small,base")
+    parser.add_argument("--objectives", default="mlm")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
@@ -102,7 +103,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as cache:
         for model in args.models.split(","):
-            rows.append(measure(model, args.device, args.batch_size, args.block_size, args.steps, Path(cache)))
+            for objective in args.objectives.split(","):
+                rows.append(
+                    measure(model, objective, args.device, args.batch_size, args.block_size, args.steps, Path(cache))
+                )
     print(
         f"device: {args.device} ({torch.get_num_threads()} threads)"
         if args.device == "cpu"

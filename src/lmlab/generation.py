@@ -7,20 +7,15 @@ into `ModelConfig` field by field; nothing read back is instantiated by name.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
 from lmlab.data.tokenizer import CLS, S2S, SEP
-from lmlab.models import Backbone, ModelConfig
-from lmlab.training.export import WEIGHTS_FILE
+from lmlab.models import Backbone
+from lmlab.training.exported import load_export
 
 GENERATIVE_LAYOUTS = ("decoder", "prefix_lm", "encoder_decoder")
 
@@ -51,30 +46,8 @@ class LoadedRun:
 
 def load_run(run: str, tracking_uri: str | None = None) -> LoadedRun:
     """`run`: an export directory, a run's output directory (holding export/), or an MLflow run id."""
-    path = Path(run).expanduser()
-    if (path / "export" / WEIGHTS_FILE).is_file():
-        path = path / "export"
-    if not (path / WEIGHTS_FILE).is_file():
-        if path.exists():
-            raise FileNotFoundError(f"run={run}: no {WEIGHTS_FILE} in {path} or {path / 'export'}")
-        import mlflow.artifacts
-
-        path = Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run, tracking_uri=tracking_uri, dst_path=tempfile.mkdtemp(prefix="lmlab-run-")
-            )
-        )
-    with safe_open(str(path / WEIGHTS_FILE), "pt") as f:
-        metadata = f.metadata() or {}
-    if "model_config" not in metadata:
-        raise ValueError(f"{path / WEIGHTS_FILE} has no model_config metadata; was it exported by lmlab?")
-    stored = json.loads(metadata["model_config"])
-    cfg = ModelConfig(**{f.name: stored[f.name] for f in fields(ModelConfig) if f.name in stored})
-    backbone = Backbone(cfg)
-    state = load_file(str(path / WEIGHTS_FILE))
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
-    objective = json.loads(metadata.get("objective", "{}")).get("name", "unknown")
-    return LoadedRun(backbone.eval(), Tokenizer.from_file(str(path / "tokenizer.json")), objective)
+    exported = load_export(run, tracking_uri)
+    return LoadedRun(exported.backbone().eval(), exported.tokenizer.tokenizer, exported.objective_name)
 
 
 @torch.no_grad()

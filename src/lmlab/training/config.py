@@ -122,7 +122,11 @@ def job_dirname(override_dirname: str) -> str:
     return f"{safe[:100]}-{hashlib.sha256(override_dirname.encode()).hexdigest()[:12]}"
 
 
-def register_configs() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+def register_resolvers() -> None:
     if not OmegaConf.has_resolver("lmlab_dirname"):
         OmegaConf.register_new_resolver("lmlab_dirname", job_dirname)
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_resolvers()

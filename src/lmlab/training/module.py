@@ -12,7 +12,7 @@ from torchmetrics import MeanMetric
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives import Objective
 from lmlab.training.config import OptimConfig
-from lmlab.training.optim import build_optimizer, lr_lambda
+from lmlab.training.optim import lightning_optimizers
 
 
 class PretrainModule(pl.LightningModule):
@@ -80,6 +80,4 @@ class PretrainModule(pl.LightningModule):
             metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self, self.optim_cfg)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.optim_cfg, self.max_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return lightning_optimizers(self, self.optim_cfg, self.max_steps)

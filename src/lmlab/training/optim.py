@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,3 +52,10 @@ def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
         return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
 
     return factor
+
+
+def lightning_optimizers(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict[str, Any]:
+    """What a LightningModule's `configure_optimizers` returns: AdamW and the per-step schedule."""
+    optimizer = build_optimizer(model, cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -10,7 +10,6 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.data.datamodule import PretrainDataModule
@@ -21,6 +20,7 @@ from lmlab.training.config import TrainConfig, check_compatible
 from lmlab.training.examples import describe_examples
 from lmlab.training.export import export_run
 from lmlab.training.module import PretrainModule
+from lmlab.training.trainer import build_trainer, lightning_logger
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +69,11 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     )
     if not resuming:
         _archive_previous_checkpoints(run_dir / "checkpoints")
-    t = conf.trainer
-    trainer = pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.precision,
-        max_steps=t.max_steps,
-        val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=None,
-        limit_val_batches=t.limit_val_batches,
-        log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        deterministic=t.deterministic,
-        default_root_dir=run_dir,
-        logger=_lightning_logger(conf, run_dir, tracked),
-        callbacks=[checkpoints, history, token_throughput(), ValidateOnLastStep()],
-        use_distributed_sampler=False,
-        # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
-        inference_mode=False,
+    trainer = build_trainer(
+        conf.trainer,
+        run_dir,
+        lightning_logger(conf.logger, run_dir, tracked),
+        [checkpoints, history, token_throughput(), ValidateOnLastStep()],
     )
     if not resuming:
         # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
@@ -104,6 +88,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         history.history,
         run_dir / "export",
         title=f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}",
+        run_id=None if tracked is None else tracked.run_id,
     )
     if tracked is not None and trainer.is_global_zero:
         tracked.client.log_artifacts(tracked.run_id, str(export_dir))
@@ -153,16 +138,6 @@ def _open_tracking(
         params=flatten(resolved),
         resume=resuming,
     )
-
-
-def _lightning_logger(conf: TrainConfig, run_dir: Path, tracked: MlflowRun | None) -> Logger | bool:
-    if tracked is not None:
-        return MLFlowLogger(
-            experiment_name=conf.logger.experiment, tracking_uri=tracked.tracking_uri, run_id=tracked.run_id
-        )
-    if conf.logger.kind == "csv":
-        return CSVLogger(save_dir=run_dir, name="csv")
-    return False
 
 
 def _archive_previous_checkpoints(ckpt_dir: Path) -> None:

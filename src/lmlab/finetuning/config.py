@@ -1,0 +1,81 @@
+"""Structured-config schema of a fine-tuning run (`finetune.py`), registered with Hydra's ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from lmlab.data.config import DataConfig, WorldConfig
+from lmlab.models import ModelConfig
+from lmlab.tasks import FAMILIES
+from lmlab.training.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
+
+SOURCES = ("synthetic", "files", "hub")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "synthetic_topic"
+    family: str = "classification"  # classification | token_classification
+    source: str = "synthetic"  # synthetic | files | hub
+    # synthetic: documents of the synthetic world that pretraining never saw; `label_field` topic | sentiment
+    world: WorldConfig = field(default_factory=WorldConfig)
+    label_field: str = "topic"
+    train_examples: int = 2000
+    validation_examples: int = 500
+    # files: .csv / .tsv / .jsonl (classification, tagged jsonl) or CoNLL column files (.conll / .txt)
+    train_file: str = ""
+    validation_file: str = ""
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    token_column: str = "tokens"
+    tag_column: str = "tags"
+    conll_token_index: int = 0
+    conll_tag_index: int = -1
+    # hub: a Hugging Face dataset name (or a save_to_disk directory) and its splits
+    hub_path: str = ""
+    hub_name: str | None = None
+    train_split: str = "train"
+    validation_split: str = "validation"
+    # all sources
+    max_train_examples: int | None = None  # the first N training examples (sample-efficiency curves)
+    max_length: int = 128
+    batch_size: int = 32
+    head_dropout: float = 0.1
+
+    def validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"task.family={self.family!r} is not supported; expected one of {list(FAMILIES)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"task.source={self.source!r} is not supported; expected one of {list(SOURCES)}")
+        if self.source == "files" and not (self.train_file and self.validation_file):
+            raise ValueError("task.source=files needs task.train_file and task.validation_file")
+        if self.source == "hub" and not self.hub_path:
+            raise ValueError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(f"task.max_train_examples must be >= 1, got {self.max_train_examples}")
+        if self.max_length < 4:
+            raise ValueError(f"task.max_length must be >= 4, got {self.max_length}")
+
+
+@dataclass
+class FinetuneConfig:
+    # An MLflow run id, a pretraining run's output or export directory, or "none" (same architecture, from scratch).
+    pretrained: str = "none"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    # Used only with pretrained=none: the architecture and the data whose tokenizer to use.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: str = "finetune"
+    seed: int = 0
+
+
+def register_finetune_configs() -> None:
+    ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+    register_resolvers()

@@ -1,0 +1,163 @@
+"""A fine-tuning run: the starting backbone (a pretraining run's, or fresh), the task's data, Lightning,
+tracking with lineage, and the export of the fine-tuned weights and label set."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_model
+from torch.utils.data import DataLoader
+
+from lmlab.callbacks import ValidateOnLastStep
+from lmlab.data.cache import file_digest
+from lmlab.data.corpus import build_corpus
+from lmlab.data.tokenizer import TrainedTokenizer, load_or_train_tokenizer
+from lmlab.finetuning.config import FinetuneConfig
+from lmlab.finetuning.module import FinetuneModule
+from lmlab.models import Backbone
+from lmlab.tasks import TaskFamily, family_class
+from lmlab.tasks.sources import load_examples
+from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
+from lmlab.tracking.mlflow_run import MlflowRun, open_run
+from lmlab.training.exported import WEIGHTS_FILE, load_export
+from lmlab.training.trainer import build_trainer, lightning_logger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartingPoint:
+    backbone: Backbone
+    tokenizer: TrainedTokenizer
+    lineage: dict[str, str]  # MLflow tags linking the fine-tune to its pretraining run
+
+
+def starting_point(conf: FinetuneConfig) -> StartingPoint:
+    """The pretrained run's backbone and tokenizer, or (pretrained=none) a fresh backbone of `conf.model` with the
+    tokenizer `conf.data` trains — the same as a pretraining run on that data would use."""
+    if conf.pretrained.lower() == "none":
+        cache = Path(conf.paths.cache_dir)
+        tokenizer = load_or_train_tokenizer(build_corpus(conf.data, cache / "hf"), conf.data.tokenizer, cache)
+        backbone = Backbone(replace(conf.model, vocab_size=tokenizer.vocab_size))
+        return StartingPoint(backbone, tokenizer, {"lmlab.pretrained": "none", "lmlab.pretrained_objective": "none"})
+    exported = load_export(conf.pretrained, conf.logger.tracking_uri)
+    if conf.data.tokenizer.path:
+        theirs, ours = file_digest(exported.tokenizer.path), file_digest(conf.data.tokenizer.path)
+        if theirs != ours:
+            raise ValueError(
+                f"data.tokenizer.path={conf.data.tokenizer.path} (sha256 {ours[:16]}) is not the tokenizer of "
+                f"pretrained={conf.pretrained} (sha256 {theirs[:16]}, fingerprint {exported.tokenizer.fingerprint}); "
+                "a pretrained backbone only understands its own tokenizer — drop data.tokenizer.path"
+            )
+    lineage = {
+        "lmlab.pretrained": conf.pretrained,
+        "lmlab.pretrained_run_id": exported.run_id,
+        "lmlab.pretrained_objective": exported.objective_name,
+        "lmlab.pretrained_step": str(exported.global_step),
+        "lmlab.pretrained_path": str(exported.path),
+    }
+    return StartingPoint(exported.backbone(), exported.tokenizer, lineage)
+
+
+def _collate(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    batch = {key: torch.from_numpy(np.stack([f[key] for f in features])) for key in features[0]}
+    length = batch["input_ids"].shape[1]
+    batch["padding_mask"] = torch.arange(length)[None, :] < batch["n_real"][:, None]
+    return batch
+
+
+def _loader(features: list[dict[str, np.ndarray]], batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(
+        features,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=shuffle,
+        collate_fn=_collate,
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+    )
+
+
+def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Fine-tune as configured, writing the run under `run_dir`; returns the final validation metrics."""
+    conf: FinetuneConfig = OmegaConf.to_object(cfg)
+    conf.task.validate()
+    pl.seed_everything(conf.seed, workers=True)
+    run_dir = Path(run_dir)
+    start = starting_point(conf)
+    train, validation = load_examples(conf.task, "train"), load_examples(conf.task, "validation")
+    cls = family_class(conf.task.family)
+    labels = cls.label_set(train)
+    family: TaskFamily = cls(conf.task, start.tokenizer, labels, start.backbone.cfg.segments)
+    log.info(
+        "Task %s (%s): %d train / %d validation examples, %d labels; backbone %s (%s)",
+        conf.task.name,
+        conf.task.family,
+        len(train),
+        len(validation),
+        len(labels),
+        start.backbone.cfg.layout,
+        start.lineage["lmlab.pretrained_objective"],
+    )
+    train_features = [family.encode(e) for e in train]
+    validation_features = [family.encode(e) for e in validation]
+    module = FinetuneModule(family, start.backbone, conf.optim, conf.trainer.max_steps)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    tracked = _open_tracking(conf, run_dir, resolved, start, labels)
+    logger = lightning_logger(conf.logger, run_dir, tracked)
+    trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
+    val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
+    trainer.validate(module, val_loader, verbose=False)
+    trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+    export = run_dir / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    (export / "labels.json").write_text(json.dumps(labels))
+    metadata = {"model_config": json.dumps(asdict(start.backbone.cfg)), "labels": json.dumps(labels), **start.lineage}
+    weights = torch.nn.ModuleDict({"backbone": module.backbone, "head": module.head})
+    save_model(weights, str(export / WEIGHTS_FILE), metadata=metadata)
+    if tracked is not None:
+        tracked.client.log_artifacts(tracked.run_id, str(export))
+    log.info("Done: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    return metrics
+
+
+def _open_tracking(
+    conf: FinetuneConfig, run_dir: Path, resolved: dict, start: StartingPoint, labels: list[str]
+) -> MlflowRun | None:
+    if conf.logger.kind != "mlflow":
+        return None
+    commit, dirty = git_state(Path(conf.paths.root))
+    job = hydra_job()
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "lmlab.kind": "finetune",
+        "lmlab.git_commit": commit,
+        "lmlab.git_dirty": str(dirty).lower(),
+        "lmlab.command": command_line(),
+        "lmlab.overrides": job.get("overrides", ""),
+        "lmlab.task": conf.task.name,
+        "lmlab.task_family": conf.task.family,
+        "lmlab.labels": json.dumps(labels),
+        "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
+        "lmlab.run_dir": str(run_dir),
+        **start.lineage,
+        **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
+    }
+    return open_run(
+        tracking_uri=conf.logger.tracking_uri,
+        experiment=conf.logger.experiment,
+        artifact_location=conf.logger.artifact_location,
+        run_dir=run_dir,
+        run_name=f"{conf.task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}",
+        tags=tags,
+        params=flatten(resolved),
+        resume=False,
+    )

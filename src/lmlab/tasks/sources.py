@@ -1,0 +1,94 @@
+"""Where downstream examples come from: the synthetic world, local files, or Hugging Face datasets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from lmlab.data.synthetic import World
+from lmlab.tasks.examples import TaggedExample, TextExample
+from lmlab.tasks.readers import read_classification, read_conll, read_tagged_jsonl
+
+# Downstream documents start far beyond any pretraining corpus of the same world, so fine-tuning text is unseen.
+SYNTHETIC_OFFSET = 10_000_000
+_WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
+
+Example = TextExample | TaggedExample
+
+
+def load_examples(cfg: Any, split: str) -> list[Example]:
+    """The examples of `split` (train or validation) for the task config `cfg`."""
+    examples = {"synthetic": _synthetic, "files": _files, "hub": _hub}[cfg.source](cfg, split)
+    if split == "train" and cfg.max_train_examples is not None:
+        examples = examples[: cfg.max_train_examples]
+    return examples
+
+
+def _synthetic(cfg: Any, split: str) -> list[Example]:
+    w = cfg.world
+    world = World(w.seed, n_people=w.people, n_places=w.places, n_orgs=w.organisations)
+    start = SYNTHETIC_OFFSET + (0 if split == "train" else cfg.train_examples)
+    count = cfg.train_examples if split == "train" else cfg.validation_examples
+    documents = world.documents(start, start + count)
+    if cfg.family == "token_classification":
+        return [tagged_words(d.text, d.entities) for d in documents]
+    if cfg.label_field not in ("topic", "sentiment"):
+        raise ValueError(f"task.label_field={cfg.label_field!r}; the synthetic world labels topic or sentiment")
+    return [TextExample(d.text, getattr(d, cfg.label_field)) for d in documents]
+
+
+def tagged_words(text: str, entities: list[tuple[int, int, str]]) -> TaggedExample:
+    """Words (and punctuation) of `text` with BIO tags from character-span entities."""
+    tokens, tags = [], []
+    for match in _WORD.finditer(text):
+        tag = "O"
+        for start, end, kind in entities:
+            if start <= match.start() < end:
+                tag = ("B-" if match.start() == start or not tags or tags[-1] == "O" else "I-") + kind
+                break
+        tokens.append(match.group())
+        tags.append(tag)
+    return TaggedExample(tokens, tags)
+
+
+def _files(cfg: Any, split: str) -> list[Example]:
+    path = Path(cfg.train_file if split == "train" else cfg.validation_file).expanduser()
+    if cfg.family == "token_classification":
+        if path.suffix.lower() in (".jsonl", ".json"):
+            return read_tagged_jsonl(path, cfg.token_column, cfg.tag_column)
+        return read_conll(path, cfg.conll_token_index, cfg.conll_tag_index)
+    return read_classification(path, cfg.text_column, cfg.label_column, cfg.text_pair_column)
+
+
+def _hub(cfg: Any, split: str) -> list[Example]:
+    """A hub dataset by name (datasets.load_dataset) or a save_to_disk directory; ClassLabel ids become names."""
+    import datasets
+
+    path = Path(cfg.hub_path).expanduser()
+    name = cfg.train_split if split == "train" else cfg.validation_split
+    if path.is_dir():
+        loaded = datasets.load_from_disk(str(path))
+        if name not in loaded:
+            raise ValueError(f"task.hub_path={path} has splits {list(loaded)}; task split {name!r} is missing")
+        data = loaded[name]
+    else:
+        data = datasets.load_dataset(cfg.hub_path, cfg.hub_name, split=name)
+    if cfg.family == "token_classification":
+        names = _label_names(data.features[cfg.tag_column].feature)
+        return [TaggedExample(list(row[cfg.token_column]), [names(t) for t in row[cfg.tag_column]]) for row in data]
+    for column in filter(None, (cfg.text_column, cfg.text_pair_column, cfg.label_column)):
+        if column not in data.column_names:
+            raise ValueError(f"task column {column!r} is not in {cfg.hub_path} (columns: {data.column_names})")
+    names = _label_names(data.features[cfg.label_column])
+    pair = cfg.text_pair_column
+    return [
+        TextExample(row[cfg.text_column], names(row[cfg.label_column]), row[pair] if pair else None) for row in data
+    ]
+
+
+def _label_names(feature: Any):
+    """A function from a stored label to its name: ClassLabel ids map to their names, anything else to str."""
+    if hasattr(feature, "int2str"):
+        return lambda value: feature.int2str(int(value))
+    return str

@@ -1,0 +1,123 @@
+"""Reading a finished pretraining run back: its export directory (or an MLflow run's identical artifacts).
+
+Nothing read back is instantiated by name: the model config is parsed into `ModelConfig` field by field, the
+objective is only named, and weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+from lmlab.data.cache import file_digest
+from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.models import Backbone, ModelConfig
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class ExportedRun:
+    path: Path  # the export directory
+    model_cfg: ModelConfig
+    weights: dict[str, torch.Tensor]  # backbone.* and head.* tensors
+    tokenizer: TrainedTokenizer
+    objective: dict  # the objective's config, as data
+    global_step: int
+    run_id: str  # "" when the run was not tracked
+
+    @property
+    def objective_name(self) -> str:
+        return self.objective.get("name", "unknown")
+
+    def backbone(self) -> Backbone:
+        """A backbone of the recorded architecture holding the pretrained weights."""
+        backbone = Backbone(self.model_cfg)
+        load_checked(backbone, _strip(self.weights, "backbone."), str(self.path / WEIGHTS_FILE))
+        return backbone
+
+
+def resolve(run: str, tracking_uri: str | None = None) -> Path:
+    """An export directory from an export dir, a run output dir (holding export/) or an MLflow run id."""
+    path = Path(run).expanduser()
+    if (path / "export" / WEIGHTS_FILE).is_file():
+        return path / "export"
+    if (path / WEIGHTS_FILE).is_file():
+        return path
+    if path.exists() or "/" in run:
+        raise FileNotFoundError(f"{run}: no {WEIGHTS_FILE} in {path} or {path / 'export'}")
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run, tracking_uri=tracking_uri, dst_path=tempfile.mkdtemp(prefix="lmlab-run-")
+            )
+        )
+    except MlflowException as err:
+        raise FileNotFoundError(
+            f"{run} is neither a run directory nor an MLflow run id in {tracking_uri}: {err}"
+        ) from err
+
+
+def load_export(run: str, tracking_uri: str | None = None) -> ExportedRun:
+    path = resolve(run, tracking_uri)
+    weights_file = path / WEIGHTS_FILE
+    with safe_open(str(weights_file), "pt") as f:
+        metadata = f.metadata() or {}
+    if "model_config" not in metadata:
+        raise ValueError(f"{weights_file} has no model_config metadata; was it exported by lmlab?")
+    stored = json.loads(metadata["model_config"])
+    cfg = ModelConfig(**{f.name: stored[f.name] for f in fields(ModelConfig) if f.name in stored})
+    tokenizer_file = path / "tokenizer.json"
+    expected = metadata.get("tokenizer_sha256")
+    actual = file_digest(tokenizer_file)
+    if expected and expected != actual:
+        raise ValueError(
+            f"{tokenizer_file} is not the tokenizer this run was trained with: sha256 {actual[:16]} != "
+            f"{expected[:16]} recorded in {weights_file}"
+        )
+    tokenizer = TrainedTokenizer(
+        Tokenizer.from_file(str(tokenizer_file)), metadata.get("tokenizer_fingerprint", actual[:16]), tokenizer_file
+    )
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ValueError(
+            f"{tokenizer_file} has {tokenizer.vocab_size} tokens but the model in {weights_file} has "
+            f"model.vocab_size={cfg.vocab_size}"
+        )
+    return ExportedRun(
+        path=path,
+        model_cfg=cfg,
+        weights=load_file(str(weights_file)),
+        tokenizer=tokenizer,
+        objective=json.loads(metadata.get("objective", "{}")),
+        global_step=int(metadata.get("global_step", 0)),
+        run_id=metadata.get("run_id", ""),
+    )
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict that names every missing, unexpected or differently shaped tensor."""
+    own = module.state_dict()
+    problems = [f"missing {k} {tuple(v.shape)}" for k, v in own.items() if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [
+        f"{k}: {source} has {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        raise ValueError(f"the weights in {source} do not fit this architecture: " + "; ".join(problems[:8]))
+    module.load_state_dict(state)
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

@@ -1,0 +1,46 @@
+"""The Lightning Trainer both pretraining and fine-tuning runs use, built from `TrainerConfig`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
+
+from lmlab.tracking.mlflow_run import MlflowRun
+from lmlab.training.config import LoggerConfig, TrainerConfig
+
+
+def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callbacks: list[Callback]) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic,
+        default_root_dir=run_dir,
+        logger=logger,
+        callbacks=callbacks,
+        # Samplers are ours (EpochSampler shards by rank itself).
+        use_distributed_sampler=False,
+        # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
+        inference_mode=False,
+    )
+
+
+def lightning_logger(cfg: LoggerConfig, run_dir: Path, tracked: MlflowRun | None) -> Logger | bool:
+    """Lightning's MLflow logger writing into our (already opened) run, a CSV logger, or none."""
+    if tracked is not None:
+        return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=tracked.tracking_uri, run_id=tracked.run_id)
+    if cfg.kind == "csv":
+        return CSVLogger(save_dir=run_dir, name="csv")
+    return False
