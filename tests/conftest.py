@@ -44,7 +44,14 @@ register_configs()
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project root in tmp_path: outputs, caches and mlflow.db land there."""
     monkeypatch.setenv("LMLAB_ROOT", str(tmp_path))
+    _link_experiments(tmp_path)
     return tmp_path
+
+
+def _link_experiments(root: Path) -> None:
+    """Experiment presets are found under <project root>/experiments (Hydra's search path)."""
+    if not (root / "experiments").exists():
+        (root / "experiments").symlink_to(ROOT / "experiments")
 
 
 @pytest.fixture
@@ -77,4 +84,5 @@ def tokenizer(synthetic_data: PretrainDataModule) -> TrainedTokenizer:
 
 def run_env(root: Path) -> dict[str, str]:
     """Environment for running train.py in a subprocess against a project root in tmp."""
+    _link_experiments(root)
     return {**os.environ, "LMLAB_ROOT": str(root), "PYTHONUNBUFFERED": "1"}

@@ -132,10 +132,10 @@ def test_resume_continues_from_the_saved_step_in_the_same_mlflow_run(compose_con
 def test_every_run_ends_with_a_validation(compose_config, project):
     pretrain(compose_config(*TINY, "trainer.max_steps=15", "trainer.val_check_interval=10"), project / "run")
     [run] = _runs(project)
-    assert [s for s, _ in _history(_client(project), run.info.run_id, "val/loss")] == [9, 14]
+    assert [s for s, _ in _history(_client(project), run.info.run_id, "val/loss")] == [0, 9, 14]
     pretrain(compose_config(*TINY, "trainer.max_steps=4", "trainer.val_check_interval=10"), project / "short")
     short = next(r for r in _runs(project) if r.info.run_id != run.info.run_id)
-    assert [s for s, _ in _history(_client(project), short.info.run_id, "val/loss")] == [3]
+    assert [s for s, _ in _history(_client(project), short.info.run_id, "val/loss")] == [0, 3]
     assert any(p.name.startswith("best-step") for p in (project / "short" / "checkpoints").iterdir())
 
 

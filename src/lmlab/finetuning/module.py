@@ -38,7 +38,7 @@ class FinetuneModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = {"val/loss": self.val_loss.compute()}
         for key, value in self.val_metrics.compute().items():
-            metrics[f"val/{key}"] = value
+            metrics[f"val/{key}"] = value.float()
         self.log_dict(metrics, prog_bar=True)
         self.val_loss.reset()
         self.val_metrics.reset()
