@@ -166,3 +166,32 @@ def test_max_train_examples_limits_the_training_set(project, caplog):
         project / "ft",
     )
     assert "40 train / 100 validation examples, 2 labels" in caplog.text
+
+
+def test_evaluate_reproduces_the_runs_validation_loss(pretrained_run, project):
+    from lmlab.data.config import DataConfig
+    from lmlab.training.evaluate import evaluate_run
+
+    data = DataConfig(block_size=32, batch_size=16)
+    data.world.train_documents, data.world.validation_documents = 300, 40
+    metrics = evaluate_run(str(pretrained_run), data, project / ".cache", None, max_batches=4)
+    client = MlflowClient(f"sqlite:///{pretrained_run.parent}/mlflow.db")
+    run_id = json.loads((pretrained_run / "tracking.json").read_text())["run_id"]
+    assert metrics["loss"] == pytest.approx(client.get_run(run_id).data.metrics["val/loss"], rel=1e-4)
+    assert metrics["ppl"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-4)
+    assert metrics["tokens"] == 4 * 16 * 32
+
+
+def test_evaluate_py_prints_perplexity(pretrained_run):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, run_env
+
+    root = pretrained_run.parent
+    cmd = [sys.executable, "evaluate.py", f"run={pretrained_run}", *[o for o in TINY if o.startswith("data.")]]
+    done = subprocess.run(
+        cmd + ["max_batches=2"], cwd=ROOT, env=run_env(root), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ppl=" in done.stdout.splitlines()[-1]

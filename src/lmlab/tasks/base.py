@@ -1,8 +1,8 @@
 """What every downstream task family provides: example encoding, a head, a loss, and metrics.
 
 A family works on any backbone layout: encoders (and the encoder of an encoder-decoder) read the input
-bidirectionally and pool at [CLS]; a prefix-LM reads the whole input as its prefix; a decoder pools at the last
-real token, the only one that has seen the whole input.
+bidirectionally and mean-pool over real tokens; a prefix-LM reads the whole input as its prefix; a decoder
+pools at the last real token, the only one that has seen the whole input.
 """
 
 from __future__ import annotations
@@ -84,7 +84,9 @@ def contextual(backbone: Backbone, batch: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def pooled(backbone: Backbone, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One vector per example: [CLS] for bidirectional layouts, the last real token for a decoder."""
+    """One vector per example: the mean over real tokens for bidirectional layouts (pretraining never shows them a
+    [CLS] to summarise into), the last real token for a decoder (the only one that has seen the whole input)."""
     if backbone.cfg.layout == "decoder":
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["n_real"] - 1]
-    return hidden[:, 0]
+    real = batch["padding_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * real).sum(1) / real.sum(1).clamp(min=1.0)

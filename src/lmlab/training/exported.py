@@ -40,7 +40,7 @@ class ExportedRun:
     def backbone(self) -> Backbone:
         """A backbone of the recorded architecture holding the pretrained weights."""
         backbone = Backbone(self.model_cfg)
-        load_checked(backbone, _strip(self.weights, "backbone."), str(self.path / WEIGHTS_FILE))
+        load_checked(backbone, strip_prefix(self.weights, "backbone."), str(self.path / WEIGHTS_FILE))
         return backbone
 
 
@@ -119,5 +119,5 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     module.load_state_dict(state)
 
 
-def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}

@@ -1,0 +1,23 @@
+"""Held-out perplexity of a pretraining run on any corpus: `python evaluate.py run=<dir or run id> data=...`."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lmlab.training.evaluate import EvaluateConfig, evaluate_run, register_evaluate_configs
+
+os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
+register_evaluate_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    c: EvaluateConfig = OmegaConf.to_object(cfg)
+    metrics = evaluate_run(c.run, c.data, Path(c.paths.cache_dir), c.tracking_uri, c.seed, c.max_batches)
+    print(f"run={c.run} data={c.data.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    main()
