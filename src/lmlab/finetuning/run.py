@@ -24,7 +24,7 @@ from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
-from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
+from lmlab.tracking.identity import flatten, job_tags
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.exported import WEIGHTS_FILE, load_export
 from lmlab.training.trainer import build_trainer, lightning_logger
@@ -134,22 +134,14 @@ def _open_tracking(
 ) -> MlflowRun | None:
     if conf.logger.kind != "mlflow":
         return None
-    commit, dirty = git_state(Path(conf.paths.root))
-    job = hydra_job()
     tags = {
-        "mlflow.source.git.commit": commit,
+        **job_tags(Path(conf.paths.root), run_dir),
         "lmlab.kind": "finetune",
-        "lmlab.git_commit": commit,
-        "lmlab.git_dirty": str(dirty).lower(),
-        "lmlab.command": command_line(),
-        "lmlab.overrides": job.get("overrides", ""),
         "lmlab.task": conf.task.name,
         "lmlab.task_family": conf.task.family,
         "lmlab.labels": json.dumps(labels),
         "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
-        "lmlab.run_dir": str(run_dir),
         **start.lineage,
-        **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
     }
     return open_run(
         tracking_uri=conf.logger.tracking_uri,

@@ -74,3 +74,18 @@ def _sweep_overrides(manifest: Path) -> list[str]:
 
 def command_line() -> str:
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def job_tags(root: Path, run_dir: Path) -> dict[str, str]:
+    """The tags every run carries: code version, command line, overrides, run dir, and sweep membership."""
+    commit, dirty = git_state(root)
+    job = hydra_job()
+    return {
+        "mlflow.source.git.commit": commit,
+        "lmlab.git_commit": commit,
+        "lmlab.git_dirty": str(dirty).lower(),
+        "lmlab.command": command_line(),
+        "lmlab.overrides": job.get("overrides", ""),
+        "lmlab.run_dir": str(run_dir),
+        **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
+    }

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
-from lmlab.tracking.identity import command_line, flatten, git_state, hydra_job
+from lmlab.tracking.identity import flatten, job_tags
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.config import TrainConfig, check_compatible
 from lmlab.training.examples import describe_examples
@@ -114,19 +114,11 @@ def _open_tracking(
 ) -> MlflowRun | None:
     if conf.logger.kind != "mlflow":
         return None
-    commit, dirty = git_state(Path(conf.paths.root))
-    job = hydra_job()
     tags = {
-        "mlflow.source.git.commit": commit,
-        "lmlab.git_commit": commit,
-        "lmlab.git_dirty": str(dirty).lower(),
-        "lmlab.command": command_line(),
-        "lmlab.overrides": job.get("overrides", ""),
+        **job_tags(Path(conf.paths.root), run_dir),
         "lmlab.objective": conf.objective["name"],
-        "lmlab.run_dir": str(run_dir),
         "lmlab.n_params": str(n_params),
         **{f"lmlab.{k}": v for k, v in fingerprints.items()},
-        **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
     }
     return open_run(
         tracking_uri=conf.logger.tracking_uri,
