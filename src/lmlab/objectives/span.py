@@ -86,14 +86,11 @@ class SpanCorruption(Seq2SeqObjective):
         if not self.sentinels:
             raise ValueError("objective=span needs sentinel tokens; set data.tokenizer.sentinels > 0")
 
-    def lengths(self, block_size: int) -> tuple[int, int]:
-        return span_lengths(block_size, self.cfg.noise_density, self.cfg.mean_span_length)
-
     def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
         tokens = block.ids[: block.n_real]
         mask = noise_spans(len(tokens), self.cfg.noise_density, self.cfg.mean_span_length, rng)
         source, target = corrupt(tokens, mask, self.sentinels)
-        source_len, target_len = self.lengths(len(block.ids))
+        source_len, target_len = span_lengths(len(block.ids), self.cfg.noise_density, self.cfg.mean_span_length)
         return self.example(np.append(source, self.eos_id), np.append(target, self.eos_id), source_len, target_len)
 
 
