@@ -4,10 +4,13 @@ layout, position type and the convolutional mixer train with at least one object
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from lmlab.objectives import objective_class
 from lmlab.training.run import pretrain
 
 from .conftest import CONF, TINY
@@ -24,6 +27,13 @@ def _train(compose_config, run_dir: Path, *overrides: str) -> list[dict[str, str
     pretrain(cfg, run_dir)
     with open(next((run_dir / "csv").glob("*/metrics.csv"))) as f:
         return [row for row in csv.DictReader(f) if row.get("val/loss")]
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_yaml_lists_every_setting_of_its_schema(objective):
+    """So each setting can be overridden on the command line (objective.x=...) and is recorded with the run."""
+    written = OmegaConf.load(CONF / "objective" / f"{objective}.yaml")["objective"]
+    assert set(written) == {f.name for f in dataclasses.fields(objective_class(written["name"]).Config)}
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
