@@ -29,11 +29,12 @@ class PretrainDataModule(pl.LightningDataModule):
         self.splits: dict[str, TokenArray] = {}
         self._transform: Transform | None = None
 
-    def prepare(self) -> TrainedTokenizer:
+    def prepare(self, splits: tuple[str, ...] = ("train", "validation")) -> TrainedTokenizer:
+        """Tokenizer and token caches of `splits` (evaluation needs only the validation split's)."""
         corpus = build_corpus(self.cfg, self.cache_dir / "hf")
         self.corpus_fingerprint = corpus.fingerprint
         self.tokenizer = load_or_train_tokenizer(corpus, self.cfg.tokenizer, self.cache_dir)
-        self.splits = {s: load_or_build(corpus, self.tokenizer, s, self.cache_dir) for s in ("train", "validation")}
+        self.splits = {s: load_or_build(corpus, self.tokenizer, s, self.cache_dir) for s in splits}
         # Batches are memmap slices from here on; forked loader workers must not inherit tokenizer threads.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         return self.tokenizer

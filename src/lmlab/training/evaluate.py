@@ -46,7 +46,7 @@ def evaluate_run(
             f"{exported.model_cfg.max_positions}"
         )
     data = PretrainDataModule(data_cfg, cache_dir, seed)
-    data.prepare()
+    data.prepare(splits=("validation",))
     objective = build_objective(exported.objective, exported.tokenizer)
     data.set_transform(objective.transform)
     backbone = exported.backbone().eval()
