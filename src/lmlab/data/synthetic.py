@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _SYLLABLES = (
     "ka ro mi ten var lo sa bel dor ith un qua zel mar fen ost ri an el tor "
@@ -98,6 +98,273 @@ _TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 TOPICS = tuple(_TOPICS)
+# Each topic's own vocabulary, far larger than a few hundred labelled examples can cover: a model that knows these
+# words' topics from pretraining reads a topic off text that a model trained from scratch has never seen.
+_TERMS = {
+    "sports": (
+        "stadium",
+        "goalkeeper",
+        "midfield",
+        "penalty",
+        "trophy",
+        "league",
+        "striker",
+        "defender",
+        "jersey",
+        "whistle",
+        "scoreboard",
+        "locker",
+        "sprint",
+        "marathon",
+        "podium",
+        "medal",
+        "racket",
+        "helmet",
+        "offside",
+        "dugout",
+        "goalpost",
+        "kickoff",
+        "halftime",
+        "tackle",
+        "dribble",
+        "relay",
+        "hurdle",
+        "javelin",
+        "umpire",
+        "wicket",
+        "paddock",
+        "fixture",
+        "playoff",
+        "semifinal",
+        "stopwatch",
+        "treadmill",
+        "gym",
+        "dumbbell",
+        "volley",
+        "rebound",
+        "slalom",
+        "sled",
+        "rink",
+        "puck",
+        "scrum",
+        "peloton",
+        "saddle",
+        "velodrome",
+        "boxing",
+        "wrestling",
+    ),
+    "business": (
+        "invoice",
+        "dividend",
+        "shareholder",
+        "portfolio",
+        "revenue",
+        "ledger",
+        "audit",
+        "budget",
+        "forecast",
+        "inventory",
+        "warehouse",
+        "supplier",
+        "contract",
+        "franchise",
+        "startup",
+        "venture",
+        "investor",
+        "loan",
+        "mortgage",
+        "inflation",
+        "tariff",
+        "logistics",
+        "payroll",
+        "pension",
+        "bond",
+        "stock",
+        "equity",
+        "valuation",
+        "bankruptcy",
+        "subsidiary",
+        "boardroom",
+        "spreadsheet",
+        "marketing",
+        "branding",
+        "retail",
+        "wholesale",
+        "commodity",
+        "currency",
+        "broker",
+        "asset",
+        "liability",
+        "overdraft",
+        "turnover",
+        "procurement",
+        "consultancy",
+        "acquisition",
+        "cashflow",
+        "receipt",
+        "discount",
+        "pricing",
+    ),
+    "science": (
+        "microscope",
+        "molecule",
+        "telescope",
+        "hypothesis",
+        "laboratory",
+        "enzyme",
+        "genome",
+        "protein",
+        "electron",
+        "neutron",
+        "isotope",
+        "bacteria",
+        "virus",
+        "fossil",
+        "galaxy",
+        "nebula",
+        "comet",
+        "orbit",
+        "particle",
+        "quantum",
+        "reactor",
+        "catalyst",
+        "compound",
+        "specimen",
+        "equation",
+        "theorem",
+        "algorithm",
+        "sensor",
+        "satellite",
+        "vaccine",
+        "antibody",
+        "neuron",
+        "chromosome",
+        "mutation",
+        "ecosystem",
+        "glacier",
+        "volcano",
+        "magnet",
+        "laser",
+        "circuit",
+        "prototype",
+        "spectrometer",
+        "centrifuge",
+        "beaker",
+        "pipette",
+        "thermometer",
+        "radiation",
+        "photon",
+        "plasma",
+        "crystal",
+        "asteroid",
+    ),
+    "politics": (
+        "parliament",
+        "ballot",
+        "constituency",
+        "legislation",
+        "coalition",
+        "opposition",
+        "cabinet",
+        "treaty",
+        "embassy",
+        "senate",
+        "congress",
+        "manifesto",
+        "policy",
+        "amendment",
+        "constitution",
+        "veto",
+        "lobby",
+        "petition",
+        "poll",
+        "candidate",
+        "incumbent",
+        "governor",
+        "ambassador",
+        "sanction",
+        "diplomacy",
+        "republic",
+        "monarchy",
+        "democracy",
+        "electorate",
+        "caucus",
+        "statute",
+        "ministry",
+        "delegation",
+        "chancellor",
+        "president",
+        "premier",
+        "councillor",
+        "welfare",
+        "rally",
+        "propaganda",
+        "censorship",
+        "sovereignty",
+        "immigration",
+        "treasury",
+        "mandate",
+        "quorum",
+        "filibuster",
+        "impeachment",
+        "bureaucracy",
+        "envoy",
+        "consulate",
+    ),
+    "arts": (
+        "canvas",
+        "easel",
+        "palette",
+        "brush",
+        "sculpture",
+        "melody",
+        "symphony",
+        "sonnet",
+        "poem",
+        "ballet",
+        "opera",
+        "choir",
+        "chorus",
+        "libretto",
+        "screenplay",
+        "rehearsal",
+        "audition",
+        "costume",
+        "stage",
+        "curtain",
+        "encore",
+        "museum",
+        "portrait",
+        "landscape",
+        "fresco",
+        "mural",
+        "mosaic",
+        "pottery",
+        "ceramic",
+        "tapestry",
+        "sketch",
+        "etching",
+        "manuscript",
+        "verse",
+        "rhyme",
+        "ballad",
+        "sonata",
+        "concerto",
+        "overture",
+        "harmony",
+        "rhythm",
+        "tempo",
+        "chord",
+        "piano",
+        "cello",
+        "flute",
+        "trumpet",
+        "harp",
+        "anthology",
+        "playwright",
+        "choreography",
+    ),
+}
 SENTIMENTS = ("negative", "positive")
 _FEELINGS = {
     "positive": ("delighted", "proud", "thrilled", "grateful", "hopeful"),
@@ -112,6 +379,12 @@ _CLAIMS = {
     "negative": ("deserves the criticism", "let everyone down", "should apologise"),
 }
 _GROUPS = ("fan", "colleague", "neighbour", "critic", "supporter", "friend")
+_SMALL_TALK = ("weather", "traffic", "holidays", "prices", "news", "family", "garden", "dinner")
+_TALK = (
+    "Much of the talk was about the {}, the {} and the {}.",
+    "People spoke about the {}, the {} and the {}.",
+    "The {}, the {} and the {} were discussed at length.",
+)
 
 
 @dataclass(frozen=True)
@@ -228,6 +501,28 @@ class World:
     def documents(self, start: int, stop: int) -> list[Document]:
         return [self.document(i) for i in range(start, stop)]
 
+    def snippet(self, index: int) -> Document:
+        """One sentence whose only topic word is one of the topic's many terms ("People spoke about the weather,
+        the ballot and the garden."): few labelled examples cover the vocabulary; a pretrained model knows them."""
+        rng = random.Random(f"{self.seed}:snippet:{index}")
+        topic = rng.choice(TOPICS)
+        words = [rng.choice(_TERMS[topic]), *rng.sample(_SMALL_TALK, 2)]
+        rng.shuffle(words)
+        text = rng.choice(_TALK).format(*words)
+        return Document(text, topic, "neutral")
+
+    def mention(self, index: int) -> Document:
+        """One sentence that names a person and says nothing about their work: its topic is world knowledge,
+        held only by the documents about that person (the pretraining corpus), never by the sentence itself."""
+        rng = random.Random(f"{self.seed}:mention:{index}")
+        person = rng.choice(self.people)
+        w = _Writer()
+        w.entity(person.name, "PER")
+        w.add(rng.choice((" was seen in ", " arrived in ", " spent the day in ", " is visiting ")))
+        w.entity(rng.choice(self.places).name, "LOC")
+        w.add(".")
+        return Document(w.text(), person.topic, "neutral", w.entities)
+
 
 def _compose(rng: random.Random, p: Person, sentiment: str, venue: Place) -> Document:
     topic = _TOPICS[p.topic]
@@ -264,7 +559,9 @@ def _compose(rng: random.Random, p: Person, sentiment: str, venue: Place) -> Doc
     rng.shuffle(body)
     body.remove(_event)
     body.insert(rng.randint(0, 1), _event)
-    for sentence in body[: rng.randint(3, len(body))]:
+    body = body[: rng.randint(3, len(body))]
+    body.insert(rng.randint(1, len(body)), _talk)
+    for sentence in body:
         w.add(" ")
         sentence(rng, w, p, sentiment, venue, event, person_ref, facts, (subj, obj, poss))
     headline_verb = topic["head_pos" if sentiment == "positive" else "head_neg"]
@@ -322,3 +619,7 @@ def _crowd(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> N
         w.add(f"One {group} is {mood} and says that {subj} {claim}.")
     else:
         w.add(f"Many {group}s are {mood} and say that {subj} {claim}.")
+
+
+def _talk(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
+    w.add(rng.choice(_TALK).format(*rng.sample(_TERMS[p.topic], 3)))
