@@ -16,8 +16,6 @@ from collections import defaultdict
 from mlflow.tracking import MlflowClient
 from results import README, ROOT, markdown, write_block
 
-MAIN_METRIC = {"classification": "val/acc", "token_classification": "val/f1"}
-
 
 def summarise(client: MlflowClient, experiment: str) -> list[dict[str, str]]:
     found = client.get_experiment_by_name("lmlab")
@@ -34,7 +32,7 @@ def summarise(client: MlflowClient, experiment: str) -> list[dict[str, str]]:
     groups: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for run in runs:
         tags, params = run.data.tags, run.data.params
-        metric = MAIN_METRIC[tags["lmlab.task_family"]]
+        metric = f"val/{tags['lmlab.main_metric']}"
         key = (
             tags["lmlab.task"],
             metric.removeprefix("val/"),

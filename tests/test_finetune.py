@@ -180,6 +180,8 @@ def test_evaluate_reproduces_the_runs_validation_loss(pretrained_run, project):
     assert metrics["loss"] == pytest.approx(client.get_run(run_id).data.metrics["val/loss"], rel=1e-4)
     assert metrics["ppl"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-4)
     assert metrics["tokens"] == 4 * 16 * 32
+    cached = [json.loads(m.read_text())["split"] for m in (project / ".cache" / "tokens").glob("*/meta.json")]
+    assert cached == ["validation"]  # evaluation never tokenizes the training split
 
 
 def test_evaluate_py_prints_perplexity(pretrained_run):
@@ -195,3 +197,69 @@ def test_evaluate_py_prints_perplexity(pretrained_run):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ppl=" in done.stdout.splitlines()[-1]
+
+
+def test_extractive_qa_learns_from_scratch(project):
+    metrics = finetune(
+        compose_finetune(
+            "task=synthetic_qa", "pretrained=none", "logger=csv", "trainer.max_steps=150", *_synthetic(300, 40)
+        ),
+        project / "ft",
+    )
+    assert metrics["val/f1"] > 0.4 and metrics["val/em"] > 0.3  # chance: a random span of the context
+
+
+def test_seq2seq_learns_headlines_on_a_decoder(project):
+    metrics = finetune(
+        compose_finetune(
+            "task=synthetic_headline",
+            "pretrained=none",
+            "model.layout=decoder",
+            "logger=csv",
+            "trainer.max_steps=150",
+            *_synthetic(400, 30),
+        ),
+        project / "ft",
+    )
+    # A headline repeats the person's name, the event and the place of the document; most must come out.
+    assert metrics["val/rougeL"] > 0.5 and metrics["val/bleu"] > 0.15
+
+
+@pytest.fixture(scope="module", params=["clm", "prefix_lm", "span"])
+def generative_run(request, tmp_path_factory) -> tuple[str, Path]:
+    """A 10-step pretraining run of each generative layout: decoder, prefix-LM, encoder-decoder."""
+    root = tmp_path_factory.mktemp(request.param)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LMLAB_ROOT", str(root))
+    _link_experiments(root)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, *SMALL_MODEL, f"objective={request.param}", "trainer.max_steps=10"])
+    pretrain(cfg, root / "run")
+    mp.undo()
+    return request.param, root / "run"
+
+
+@pytest.mark.parametrize(
+    "task", ["synthetic_topic", "synthetic_ner", "synthetic_qa", "synthetic_headline", "synthetic_person_topic"]
+)
+def test_every_family_runs_from_a_decoder_prefix_lm_and_encoder_decoder_run(generative_run, task, project):
+    objective, run_dir = generative_run
+    cfg = compose_finetune(
+        f"task={task}",
+        f"pretrained={run_dir}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        *_synthetic(40, 8),
+    )
+    metrics = finetune(cfg, project / "ft")
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    main = run.data.tags["lmlab.main_metric"]
+    assert f"val/{main}" in metrics and run.data.metrics[f"val/{main}"] == pytest.approx(metrics[f"val/{main}"])
+    assert run.data.tags["lmlab.pretrained_objective"] == objective
+
+
+def test_an_unknown_main_metric_is_refused_before_training(project):
+    cfg = compose_finetune("task=synthetic_topic", "pretrained=none", "task.main_metric=bleu", *_synthetic(40, 8))
+    with pytest.raises(ValueError, match=r"task.main_metric='bleu' is not a metric of classification; it reports \["):
+        finetune(cfg, project / "ft")

@@ -17,14 +17,18 @@ SOURCES = ("synthetic", "files", "hub")
 @dataclass
 class TaskConfig:
     name: str = "synthetic_topic"
-    family: str = "classification"  # classification | token_classification
+    family: str = "classification"  # classification | token_classification | extractive_qa | seq2seq
     source: str = "synthetic"  # synthetic | files | hub
-    # synthetic: documents of the synthetic world that pretraining never saw; `label_field` topic | sentiment
+    # synthetic: documents of the synthetic world that pretraining never saw; `label_field` topic | sentiment;
+    # `synthetic_text` document (a whole document) | snippet (a sentence whose one topic word is rare) | mention
+    # (a sentence naming a person: their topic is world knowledge). train/validation_examples count documents.
     world: WorldConfig = field(default_factory=WorldConfig)
     label_field: str = "topic"
+    synthetic_text: str = "document"
     train_examples: int = 2000
     validation_examples: int = 500
-    # files: .csv / .tsv / .jsonl (classification, tagged jsonl) or CoNLL column files (.conll / .txt)
+    # files: .csv / .tsv / .jsonl (classification, seq2seq, tagged jsonl), CoNLL column files (.conll / .txt) or
+    # SQuAD-format .json (extractive_qa)
     train_file: str = ""
     validation_file: str = ""
     text_column: str = "text"
@@ -34,6 +38,11 @@ class TaskConfig:
     tag_column: str = "tags"
     conll_token_index: int = 0
     conll_tag_index: int = -1
+    source_column: str = "source"  # seq2seq; hub columns may name a nested field: translation.de
+    target_column: str = "target"
+    question_column: str = "question"  # extractive_qa on the hub: SQuAD's columns
+    context_column: str = "context"
+    answers_column: str = "answers"
     # hub: a Hugging Face dataset name (or a save_to_disk directory) and its splits
     hub_path: str = ""
     hub_name: str | None = None
@@ -44,6 +53,13 @@ class TaskConfig:
     max_length: int = 128
     batch_size: int = 32
     head_dropout: float = 0.1
+    main_metric: str | None = None  # the metric summary tables report; None: the family's (acc, f1, rougeL)
+    # extractive_qa: question tokens kept, tokens between context windows' starts, longest answer predicted
+    max_question_length: int = 64
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    # seq2seq: target tokens trained on and generated at evaluation
+    max_target_length: int = 64
 
     def validate(self) -> None:
         if self.family not in FAMILIES:
@@ -58,6 +74,18 @@ class TaskConfig:
             raise ValueError(f"task.max_train_examples must be >= 1, got {self.max_train_examples}")
         if self.max_length < 4:
             raise ValueError(f"task.max_length must be >= 4, got {self.max_length}")
+        if self.family == "extractive_qa":
+            room = self.max_length - self.max_question_length - 3
+            if not 1 <= self.doc_stride <= room:
+                raise ValueError(
+                    f"task.doc_stride={self.doc_stride} must be in [1, {room}]: the context room that task.max_length="
+                    f"{self.max_length} leaves after task.max_question_length={self.max_question_length} and 3 "
+                    "special tokens (a larger stride would skip context)"
+                )
+            if self.max_answer_length < 1:
+                raise ValueError(f"task.max_answer_length must be >= 1, got {self.max_answer_length}")
+        if self.family == "seq2seq" and self.max_target_length < 2:
+            raise ValueError(f"task.max_target_length must be >= 2, got {self.max_target_length}")
 
 
 @dataclass

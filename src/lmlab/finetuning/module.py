@@ -6,7 +6,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 
 from lmlab.models import Backbone
 from lmlab.tasks import TaskFamily
@@ -15,7 +15,14 @@ from lmlab.training.optim import lightning_optimizers
 
 
 class FinetuneModule(pl.LightningModule):
-    def __init__(self, family: TaskFamily, backbone: Backbone, optim_cfg: OptimConfig, max_steps: int) -> None:
+    def __init__(
+        self,
+        family: TaskFamily,
+        backbone: Backbone,
+        val_metrics: MetricCollection,
+        optim_cfg: OptimConfig,
+        max_steps: int,
+    ) -> None:
         super().__init__()
         self.family = family
         self.backbone = backbone
@@ -23,7 +30,7 @@ class FinetuneModule(pl.LightningModule):
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.val_loss = MeanMetric()
-        self.val_metrics = family.metrics()
+        self.val_metrics = val_metrics
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.family.forward(self.backbone, self.head, batch)

@@ -93,7 +93,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     train, validation = load_examples(conf.task, "train"), load_examples(conf.task, "validation")
     cls = family_class(conf.task.family)
     labels = cls.label_set(train)
-    family: TaskFamily = cls(conf.task, start.tokenizer, labels, start.backbone.cfg.segments)
+    family: TaskFamily = cls(conf.task, start.tokenizer, labels, start.backbone.cfg)
     log.info(
         "Task %s (%s): %d train / %d validation examples, %d labels; backbone %s (%s)",
         conf.task.name,
@@ -104,16 +104,19 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         start.backbone.cfg.layout,
         start.lineage["lmlab.pretrained_objective"],
     )
-    train_features = [family.encode(e) for e in train]
-    validation_features = [family.encode(e) for e in validation]
-    module = FinetuneModule(family, start.backbone, conf.optim, conf.trainer.max_steps)
+    train_features, validation_features = family.features(train), family.features(validation)
+    module = FinetuneModule(family, start.backbone, family.metrics(validation), conf.optim, conf.trainer.max_steps)
+    main_metric = conf.task.main_metric or cls.main_metric
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    tracked = _open_tracking(conf, run_dir, resolved, start, labels)
+    tracked = _open_tracking(conf, run_dir, resolved, start, labels, main_metric)
     logger = lightning_logger(conf.logger, run_dir, tracked)
     trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
     val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
     trainer.validate(module, val_loader, verbose=False)
+    if f"val/{main_metric}" not in trainer.callback_metrics:
+        found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
+        raise ValueError(f"task.main_metric={main_metric!r} is not a metric of {conf.task.family}; it reports {found}")
     trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
@@ -130,7 +133,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 def _open_tracking(
-    conf: FinetuneConfig, run_dir: Path, resolved: dict, start: StartingPoint, labels: list[str]
+    conf: FinetuneConfig, run_dir: Path, resolved: dict, start: StartingPoint, labels: list[str], main_metric: str
 ) -> MlflowRun | None:
     if conf.logger.kind != "mlflow":
         return None
@@ -140,6 +143,7 @@ def _open_tracking(
         "lmlab.task": conf.task.name,
         "lmlab.task_family": conf.task.family,
         "lmlab.labels": json.dumps(labels),
+        "lmlab.main_metric": main_metric,
         "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
         **start.lineage,
     }

@@ -8,7 +8,7 @@ from lmlab.tasks.base import TaskFamily, TaskOutput
 
 __all__ = ["FAMILIES", "TaskFamily", "TaskOutput", "family_class"]
 
-FAMILIES = ("classification", "token_classification")
+FAMILIES = ("classification", "token_classification", "extractive_qa", "seq2seq")
 
 
 def family_class(name: str) -> type[TaskFamily]:

@@ -32,12 +32,13 @@ class TaskFamily(ABC):
     # The metric a summary table reports (a key of `metrics()`).
     main_metric: ClassVar[str]
 
-    def __init__(self, cfg: Any, tokenizer: TrainedTokenizer, labels: list[str], segments: int) -> None:
+    def __init__(self, cfg: Any, tokenizer: TrainedTokenizer, labels: list[str], model_cfg: ModelConfig) -> None:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.labels = labels
         self.label_ids = {label: i for i, label in enumerate(labels)}
-        self.segments = segments
+        self.layout = model_cfg.layout
+        self.segments = model_cfg.segments
         self.cls_id, self.sep_id, self.pad_id = (tokenizer.token_id(t) for t in (CLS, SEP, PAD))
 
     @staticmethod
@@ -49,6 +50,10 @@ class TaskFamily(ABC):
     def encode(self, example: Any) -> dict[str, np.ndarray]:
         """One example -> fixed-length arrays (`max_length`), including `n_real`."""
 
+    def features(self, examples: list) -> list[dict[str, np.ndarray]]:
+        """The model inputs of `examples`: one per example, unless a family splits long ones into windows."""
+        return [self.encode(e) for e in examples]
+
     @abstractmethod
     def build_head(self, model_cfg: ModelConfig) -> nn.Module: ...
 
@@ -56,7 +61,8 @@ class TaskFamily(ABC):
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> TaskOutput: ...
 
     @abstractmethod
-    def metrics(self) -> MetricCollection: ...
+    def metrics(self, examples: list) -> MetricCollection:
+        """Fresh metrics for evaluating on `examples` (families that score text hold the references)."""
 
     @abstractmethod
     def update_metrics(self, metrics: MetricCollection, out: TaskOutput, batch: dict[str, torch.Tensor]) -> None: ...

@@ -20,3 +20,22 @@ class TaggedExample:
 
     tokens: list[str]
     tags: list[str]
+
+
+@dataclass
+class QAExample:
+    """Extractive QA: a question, its context, and the gold answers with their character offsets in the context
+    (training uses the first)."""
+
+    question: str
+    context: str
+    answers: list[str]
+    answer_starts: list[int]
+
+
+@dataclass
+class PairExample:
+    """Sequence to sequence: a source text and its target (a summary, a translation)."""
+
+    source: str
+    target: str

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from lmlab.tasks.examples import TaggedExample, TextExample
+from lmlab.tasks.examples import PairExample, QAExample, TaggedExample, TextExample
 
 
 class DataFileError(ValueError):
@@ -97,4 +97,44 @@ def read_tagged_jsonl(path: Path, token_column: str, tag_column: str) -> list[Ta
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
             raise DataFileError(path, line, f"{token_column!r} and {tag_column!r} must be lists of equal length")
         examples.append(TaggedExample([str(t) for t in tokens], [str(t) for t in tags]))
+    return examples
+
+
+def read_pairs(path: Path, source_column: str, target_column: str) -> list[PairExample]:
+    examples = [
+        PairExample(str(_field(path, line, row, source_column)), str(_field(path, line, row, target_column)))
+        for line, row in _rows(path)
+    ]
+    if not examples:
+        raise ValueError(f"task data file {path} holds no examples")
+    return examples
+
+
+def read_squad(path: Path) -> list[QAExample]:
+    """SQuAD-format json: {"data": [{"paragraphs": [{"context", "qas": [{"question", "answers": [{"text",
+    "answer_start"}]}]}]}]}. Every answer must appear in its context at its answer_start."""
+    if not path.is_file():
+        raise FileNotFoundError(f"task data file {path} does not exist")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataFileError(path, err.lineno, f"not valid JSON ({err.msg})") from err
+    examples = []
+    try:
+        for i, article in enumerate(document["data"]):
+            for j, paragraph in enumerate(article["paragraphs"]):
+                context = paragraph["context"]
+                for k, qa in enumerate(paragraph["qas"]):
+                    where = f"data[{i}].paragraphs[{j}].qas[{k}]"
+                    answers = [(str(a["text"]), int(a["answer_start"])) for a in qa["answers"]]
+                    for text, start in answers:
+                        if context[start : start + len(text)] != text:
+                            raise ValueError(f"{path}: {where}: answer {text!r} is not at answer_start {start}")
+                    if not answers:
+                        raise ValueError(f"{path}: {where}: no answers (SQuAD v2 unanswerables are not supported)")
+                    examples.append(QAExample(qa["question"], context, *map(list, zip(*answers, strict=True))))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not SQuAD format (expected data[].paragraphs[].qas[].answers[]): {err!r}") from err
+    if not examples:
+        raise ValueError(f"task data file {path} holds no questions")
     return examples

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.data.synthetic import World
-from lmlab.tasks.examples import TaggedExample, TextExample
-from lmlab.tasks.readers import read_classification, read_conll, read_tagged_jsonl
+from lmlab.tasks.examples import PairExample, QAExample, TaggedExample, TextExample
+from lmlab.tasks.readers import read_classification, read_conll, read_pairs, read_squad, read_tagged_jsonl
 
 # Downstream documents start far beyond any pretraining corpus of the same world, so fine-tuning text is unseen.
 SYNTHETIC_OFFSET = 10_000_000
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
 
-Example = TextExample | TaggedExample
+Example = TextExample | TaggedExample | QAExample | PairExample
 
 
 def load_examples(cfg: Any, split: str) -> list[Example]:
@@ -30,9 +30,16 @@ def _synthetic(cfg: Any, split: str) -> list[Example]:
     world = World(w.seed, n_people=w.people, n_places=w.places, n_orgs=w.organisations)
     start = SYNTHETIC_OFFSET + (0 if split == "train" else cfg.train_examples)
     count = cfg.train_examples if split == "train" else cfg.validation_examples
-    documents = world.documents(start, start + count)
+    texts = {"document": world.document, "snippet": world.snippet, "mention": world.mention}
+    if cfg.synthetic_text not in texts:
+        raise ValueError(f"task.synthetic_text={cfg.synthetic_text!r}; expected one of {list(texts)}")
+    documents = [texts[cfg.synthetic_text](i) for i in range(start, start + count)]
     if cfg.family == "token_classification":
         return [tagged_words(d.text, d.entities) for d in documents]
+    if cfg.family == "extractive_qa":
+        return [QAExample(q, d.text, [answer], [start]) for d in documents for q, answer, start in d.facts]
+    if cfg.family == "seq2seq":
+        return [PairExample(d.text, d.headline) for d in documents]
     if cfg.label_field not in ("topic", "sentiment"):
         raise ValueError(f"task.label_field={cfg.label_field!r}; the synthetic world labels topic or sentiment")
     return [TextExample(d.text, getattr(d, cfg.label_field)) for d in documents]
@@ -58,6 +65,10 @@ def _files(cfg: Any, split: str) -> list[Example]:
         if path.suffix.lower() in (".jsonl", ".json"):
             return read_tagged_jsonl(path, cfg.token_column, cfg.tag_column)
         return read_conll(path, cfg.conll_token_index, cfg.conll_tag_index)
+    if cfg.family == "extractive_qa":
+        return read_squad(path)
+    if cfg.family == "seq2seq":
+        return read_pairs(path, cfg.source_column, cfg.target_column)
     return read_classification(path, cfg.text_column, cfg.label_column, cfg.text_pair_column)
 
 
@@ -74,17 +85,44 @@ def _hub(cfg: Any, split: str) -> list[Example]:
         data = loaded[name]
     else:
         data = datasets.load_dataset(cfg.hub_path, cfg.hub_name, split=name)
+    columns = {
+        "classification": (cfg.text_column, cfg.text_pair_column, cfg.label_column),
+        "token_classification": (cfg.token_column, cfg.tag_column),
+        "extractive_qa": (cfg.question_column, cfg.context_column, cfg.answers_column),
+        "seq2seq": (cfg.source_column, cfg.target_column),
+    }[cfg.family]
+    for column in filter(None, columns):
+        if column.split(".")[0] not in data.column_names:
+            raise ValueError(f"task column {column!r} is not in {cfg.hub_path} (columns: {data.column_names})")
     if cfg.family == "token_classification":
         names = _label_names(data.features[cfg.tag_column].feature)
         return [TaggedExample(list(row[cfg.token_column]), [names(t) for t in row[cfg.tag_column]]) for row in data]
-    for column in filter(None, (cfg.text_column, cfg.text_pair_column, cfg.label_column)):
-        if column not in data.column_names:
-            raise ValueError(f"task column {column!r} is not in {cfg.hub_path} (columns: {data.column_names})")
+    if cfg.family == "extractive_qa":
+        return [
+            QAExample(
+                row[cfg.question_column],
+                row[cfg.context_column],
+                list(row[cfg.answers_column]["text"]),
+                list(row[cfg.answers_column]["answer_start"]),
+            )
+            for row in data
+            if row[cfg.answers_column]["text"]
+        ]
+    if cfg.family == "seq2seq":
+        return [PairExample(_nested(row, cfg.source_column), _nested(row, cfg.target_column)) for row in data]
     names = _label_names(data.features[cfg.label_column])
     pair = cfg.text_pair_column
     return [
         TextExample(row[cfg.text_column], names(row[cfg.label_column]), row[pair] if pair else None) for row in data
     ]
+
+
+def _nested(row: dict, column: str) -> str:
+    """row["translation"]["de"] for column "translation.de"."""
+    value: Any = row
+    for key in column.split("."):
+        value = value[key]
+    return str(value)
 
 
 def _label_names(feature: Any):
