@@ -3,6 +3,7 @@ and saved hub tasks; mismatched tokenizers and weights are refused."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -209,20 +210,22 @@ def test_extractive_qa_learns_from_scratch(project):
     assert metrics["val/f1"] > 0.4 and metrics["val/em"] > 0.3  # chance: a random span of the context
 
 
-def test_seq2seq_learns_headlines_on_a_decoder(project):
-    metrics = finetune(
-        compose_finetune(
-            "task=synthetic_headline",
-            "pretrained=none",
-            "model.layout=decoder",
-            "logger=csv",
-            "trainer.max_steps=150",
-            *_synthetic(400, 30),
-        ),
-        project / "ft",
+def test_seq2seq_learns_headlines_on_an_encoder_decoder(project):
+    cfg = compose_finetune(
+        "task=synthetic_headline",
+        "pretrained=none",
+        "model.layout=encoder_decoder",
+        "logger=csv",
+        "trainer.max_steps=300",
+        "trainer.val_check_interval=300",
+        *_synthetic(400, 30),
     )
-    # A headline repeats the person's name, the event and the place of the document; most must come out.
-    assert metrics["val/rougeL"] > 0.5 and metrics["val/bleu"] > 0.15
+    metrics = finetune(cfg, project / "ft")
+    with open(next((project / "ft" / "csv").glob("*/metrics.csv"))) as f:
+        first = next(row for row in csv.DictReader(f) if row.get("val/rougeL"))
+    # The untrained model writes nothing like a headline; 300 steps from scratch learn its form and part of its
+    # content (a pretrained span run does better: see the README's fine-tuning section).
+    assert float(first["val/rougeL"]) < 0.05 and metrics["val/rougeL"] > 0.25 and metrics["val/rouge1"] > 0.25
 
 
 @pytest.fixture(scope="module", params=["clm", "prefix_lm", "span"])
