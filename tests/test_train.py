@@ -119,7 +119,7 @@ def test_resume_continues_from_the_saved_step_in_the_same_mlflow_run(compose_con
     last = run_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 20
 
-    pretrain(compose_config(*TINY, "trainer.max_steps=30", f"ckpt_path={last}"), run_dir)
+    pretrain(compose_config(*TINY, "trainer.max_steps=30", f"ckpt_path={last}", "allow_config_change=true"), run_dir)
     [run] = _runs(project)
     assert run.info.status == "FINISHED"
     assert run.data.tags["lmlab.resume_count"] == "1"
@@ -142,7 +142,7 @@ def test_every_run_ends_with_a_validation(compose_config, project):
 def test_fresh_run_in_the_same_dir_keeps_earlier_checkpoints(compose_config, project):
     run_dir = project / "outputs" / "run"
     pretrain(compose_config(*TINY, "trainer.max_steps=10", "logger=none"), run_dir)
-    pretrain(compose_config(*TINY, "trainer.max_steps=10", "logger=none"), run_dir)
+    pretrain(compose_config(*TINY, "trainer.max_steps=10", "logger=none", "resume=false"), run_dir)
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints.1" / "last.ckpt").is_file()
 

@@ -138,9 +138,15 @@ class EpochSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Continue `epoch` after its first `batches_done` batches: the next iteration of that epoch skips them."""
+        self.epoch = epoch
+        self._resume = (epoch, batches_done)
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
@@ -152,8 +158,11 @@ class EpochSampler(Sampler):
             else np.arange(self.length)
         )
         epoch = self.epoch if self.shuffle else 0
+        skip = self._resume[1] * self.batch_size if self._resume and self._resume[0] == self.epoch else 0
+        self._resume = None
         for position, index in enumerate(order[self.rank :: self.world_size]):
-            yield epoch, int(index), position // self.batch_size
+            if position >= skip:
+                yield epoch, int(index), position // self.batch_size
 
 
 def collate(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -13,6 +16,21 @@ from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import TokenArray, load_or_build
 from lmlab.data.tokenizer import PAD, TrainedTokenizer, load_or_train_tokenizer
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints and restores on resume (mid-epoch too)."""
+
+    def __init__(self, progress: Callable[[], tuple[int, int]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, batches_done = self.progress()
+        return {"epoch": epoch, "batches_done": batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 class PretrainDataModule(pl.LightningDataModule):
@@ -63,7 +81,8 @@ class PretrainDataModule(pl.LightningDataModule):
             batch_size=self.cfg.batch_size,
         )
         workers = self.cfg.num_workers
-        return DataLoader(
+        loader = partial(ResumableLoader, self._progress) if split == "train" else DataLoader
+        return loader(
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
@@ -73,6 +92,14 @@ class PretrainDataModule(pl.LightningDataModule):
             pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
             drop_last=split == "train" and len(dataset) >= self.cfg.batch_size,
         )
+
+    def _progress(self) -> tuple[int, int]:
+        """(epoch, batches of it trained): optimiser steps are the truth, whatever the loader prefetched."""
+        trainer = self.trainer
+        assert trainer is not None
+        per_epoch = int(trainer.num_training_batches)
+        done = trainer.global_step * trainer.accumulate_grad_batches
+        return done // per_epoch, done % per_epoch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -27,6 +27,7 @@ from lmlab.tasks.sources import load_examples
 from lmlab.tracking.identity import flatten, job_tags
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.exported import WEIGHTS_FILE, load_export
+from lmlab.training.targets import check_targets
 from lmlab.training.trainer import build_trainer, lightning_logger
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def _loader(features: list[dict[str, np.ndarray]], batch_size: int, shuffle: boo
 
 def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fine-tune as configured, writing the run under `run_dir`; returns the final validation metrics."""
+    check_targets(OmegaConf.to_container(cfg, resolve=False))
     conf: FinetuneConfig = OmegaConf.to_object(cfg)
     conf.task.validate()
     pl.seed_everything(conf.seed, workers=True)

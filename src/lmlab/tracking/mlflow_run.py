@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlflow.entities import Param
@@ -25,6 +25,8 @@ class MlflowRun:
     tracking_uri: str
     run_id: str
     resumed: bool
+    # On resume: the last step each metric was logged at, so steps replayed after a crash are not logged twice.
+    logged_steps: dict[str, int] = field(default_factory=dict)
 
     @property
     def client(self) -> MlflowClient:
@@ -40,8 +42,10 @@ def open_run(
     tags: dict[str, str],
     params: dict[str, str],
     resume: bool,
+    resume_tags: dict[str, str] | None = None,
 ) -> MlflowRun:
-    """Continue the run recorded in `run_dir` when resuming, else create a new one with tags and params."""
+    """Continue the run recorded in `run_dir` when resuming (back to RUNNING, `resume_tags` and a resume count set,
+    params untouched), else create a new one with tags and params."""
     with _store_lock(tracking_uri):
         # Creating the client builds (and for a new SQLite file, migrates) the store: one process at a time.
         client = MlflowClient(tracking_uri)
@@ -52,9 +56,11 @@ def open_run(
         previous = client.get_run(run_id)
         count = int(previous.data.tags.get("lmlab.resume_count", "0")) + 1
         client.update_run(run_id, status="RUNNING")
-        client.set_tag(run_id, "lmlab.resume_count", str(count))
+        for key, value in {**(resume_tags or {}), "lmlab.resume_count": str(count)}.items():
+            client.set_tag(run_id, key, value)
+        logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in previous.data.metrics}
         log.info("Resuming MLflow run %s (resume #%d)", run_id, count)
-        return MlflowRun(tracking_uri, run_id, resumed=True)
+        return MlflowRun(tracking_uri, run_id, resumed=True, logged_steps=logged)
 
     with _store_lock(tracking_uri):
         found = client.get_experiment_by_name(experiment)

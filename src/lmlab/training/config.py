@@ -83,7 +83,11 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "default"
     seed: int = 0
+    # Rerunning a job continues it from its newest complete checkpoint; resume=false starts afresh (earlier
+    # checkpoints move to checkpoints.N). ckpt_path= resumes from a given checkpoint instead.
+    resume: bool = True
     ckpt_path: str | None = None
+    allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
 
 
 def check_compatible(cfg: TrainConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -12,14 +13,20 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
+from lmlab.callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
+from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
 from lmlab.tracking.identity import flatten, job_tags
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
+from lmlab.training.checkpoints import LAST, checkpoint_step, latest_checkpoint
 from lmlab.training.config import TrainConfig, check_compatible
+from lmlab.training.config_drift import check_resume_config, record_config
 from lmlab.training.examples import describe_examples
 from lmlab.training.export import export_run
 from lmlab.training.module import PretrainModule
+from lmlab.training.targets import check_targets
 from lmlab.training.trainer import build_trainer, lightning_logger
 
 log = logging.getLogger(__name__)
@@ -27,13 +34,16 @@ log = logging.getLogger(__name__)
 
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
+    check_targets(OmegaConf.to_container(cfg, resolve=False))
     conf: TrainConfig = OmegaConf.to_object(cfg)
     check_compatible(conf)
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
-    resuming = conf.ckpt_path is not None
-    if resuming and not Path(conf.ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={conf.ckpt_path} does not exist")
+    ckpt_dir = run_dir / "checkpoints"
+    start = _resume_point(conf, ckpt_dir)
+    resuming = start is not None
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
     data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
     tokenizer = data.prepare()
@@ -46,20 +56,30 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     n_params = sum(p.numel() for p in module.parameters())
     log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     fingerprints = {
         "data_fingerprint": data.corpus_fingerprint,
         "tokenizer_fingerprint": tokenizer.fingerprint,
     }
-    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resuming)
+    resume_tags = None
+    if start is not None:
+        log.info("Resuming %s from %s (step %d)", run_dir, start[0], start[1])
+        resume_tags = {"lmlab.resumed_from_step": str(start[1]), "lmlab.resumed_from": start[0].name}
+        if changes:
+            resume_tags["lmlab.resume_config_changes"] = json.dumps(changes)
+            record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
+    else:
+        _archive_previous_checkpoints(ckpt_dir)
+        record_config(run_dir, resolved)
+    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resume_tags)
     examples = describe_examples(objective, data.blocks("train"), tokenizer, conf.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "examples.txt").write_text(examples)
     if tracked is not None and not tracked.resumed:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory()
+    stop = StopOnSignal(ckpt_dir / LAST)
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
+        dirpath=ckpt_dir,
         filename="best-step{step}",
         auto_insert_metric_name=False,
         monitor="val/loss",
@@ -67,18 +87,28 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         save_top_k=1,
         save_last=True,
     )
-    if not resuming:
-        _archive_previous_checkpoints(run_dir / "checkpoints")
     trainer = build_trainer(
         conf.trainer,
         run_dir,
         lightning_logger(conf.logger, run_dir, tracked),
-        [checkpoints, history, token_throughput(), ValidateOnLastStep()],
+        [StopOnNonFiniteLoss(), checkpoints, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
     )
     if not resuming:
         # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
         trainer.validate(module, datamodule=data, verbose=False)
-    trainer.fit(module, datamodule=data, ckpt_path=conf.ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
+    except StoppedOnSignal as stopped:
+        if tracked is not None and trainer.is_global_zero:
+            tracked.client.set_tag(tracked.run_id, "lmlab.stopped_at_step", str(stopped.step))
+            tracked.client.set_terminated(tracked.run_id, status="KILLED")
+        log.warning("Stopped on a signal at step %d; rerun the same command to continue", stopped.step)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    except NonFiniteLossError as err:
+        if tracked is not None:
+            tracked.client.set_tag(tracked.run_id, "lmlab.failure", str(err))
+            tracked.client.set_terminated(tracked.run_id, status="FAILED")
+        raise
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     export_dir = export_run(
@@ -110,7 +140,7 @@ def _open_tracking(
     resolved: dict[str, Any],
     fingerprints: dict[str, str],
     n_params: int,
-    resuming: bool,
+    resume_tags: dict[str, str] | None,
 ) -> MlflowRun | None:
     if conf.logger.kind != "mlflow":
         return None
@@ -128,8 +158,20 @@ def _open_tracking(
         run_name=f"{conf.objective['name']}-{run_dir.name}",
         tags=tags,
         params=flatten(resolved),
-        resume=resuming,
+        resume=resume_tags is not None,
+        resume_tags=resume_tags,
     )
+
+
+def _resume_point(conf: TrainConfig, ckpt_dir: Path) -> tuple[Path, int] | None:
+    """The checkpoint to continue from: `ckpt_path` when given, else (resume=true) the run dir's newest complete
+    checkpoint, else none."""
+    if conf.ckpt_path is not None:
+        path = Path(conf.ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path={conf.ckpt_path} does not exist")
+        return path, checkpoint_step(path)
+    return latest_checkpoint(ckpt_dir) if conf.resume else None
 
 
 def _archive_previous_checkpoints(ckpt_dir: Path) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
 from lmlab.tracking.mlflow_run import MlflowRun
+from lmlab.training.checkpoints import AtomicCheckpointIO
 from lmlab.training.config import LoggerConfig, TrainerConfig
 
 
@@ -30,6 +33,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
         default_root_dir=run_dir,
         logger=logger,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         # Samplers are ours (EpochSampler shards by rank itself).
         use_distributed_sampler=False,
         # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
@@ -37,10 +41,30 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
     )
 
 
+class ContinuingMLFlowLogger(MLFlowLogger):
+    """Logs into an existing run; a metric at a step the run already holds (a step replayed after resuming from an
+    earlier checkpoint, which reproduces the same value) is not logged a second time."""
+
+    def __init__(self, logged_steps: dict[str, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.logged_steps = logged_steps
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is not None:
+            metrics = {k: v for k, v in metrics.items() if step > self.logged_steps.get(k, -1)}
+        if metrics:
+            super().log_metrics(metrics, step)
+
+
 def lightning_logger(cfg: LoggerConfig, run_dir: Path, tracked: MlflowRun | None) -> Logger | bool:
     """Lightning's MLflow logger writing into our (already opened) run, a CSV logger, or none."""
     if tracked is not None:
-        return MLFlowLogger(experiment_name=cfg.experiment, tracking_uri=tracked.tracking_uri, run_id=tracked.run_id)
+        return ContinuingMLFlowLogger(
+            tracked.logged_steps,
+            experiment_name=cfg.experiment,
+            tracking_uri=tracked.tracking_uri,
+            run_id=tracked.run_id,
+        )
     if cfg.kind == "csv":
         return CSVLogger(save_dir=run_dir, name="csv")
     return False

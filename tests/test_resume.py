@@ -1,0 +1,171 @@
+"""Runs that survive interruption: resume by default from the newest complete checkpoint, exact continuation of
+the loss series, signal-triggered checkpoints, broken and malicious checkpoints, config drift, and one MLflow run
+without duplicated metrics."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lmlab.callbacks.preemption import StopOnSignal
+from lmlab.training import run as run_module
+from lmlab.training.checkpoints import latest_checkpoint
+from lmlab.training.run import pretrain
+
+from .conftest import TINY
+
+QUICK = [*TINY, "trainer.log_every_n_steps=1", "model.dropout=0.1"]
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project}/mlflow.db")
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = {}
+    for path in sorted((run_dir / "csv").glob("*/metrics.csv")):
+        with open(path) as f:
+            rows.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")})
+    return rows
+
+
+@pytest.fixture
+def stop_at(monkeypatch):
+    """Make the run receive SIGTERM's flag after the given optimiser step (the rest of the path is the real one)."""
+
+    def install(step: int) -> None:
+        class StopAt(StopOnSignal):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == step:
+                    self.received = signal.SIGTERM
+                super().on_train_batch_end(trainer, *args)
+
+        monkeypatch.setattr(run_module, "StopOnSignal", StopAt)
+
+    return install
+
+
+def test_interrupted_and_resumed_run_continues_the_exact_loss_series(compose_config, project, stop_at):
+    overrides = (*QUICK, "trainer.max_steps=40", "logger=csv")
+    pretrain(compose_config(*overrides), project / "whole")
+    stop_at(17)
+    pretrain(compose_config(*overrides), project / "cut")
+    assert torch.load(project / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 17
+    assert not (project / "cut" / "export").exists()  # a stopped run is not exported as finished
+    pretrain(compose_config(*overrides), project / "cut")  # the same command again: resumes at step 17
+    whole, cut = _losses(project / "whole"), _losses(project / "cut")
+    assert sorted(cut) == sorted(whole) == list(range(40))
+    assert [cut[s] for s in range(40)] == pytest.approx([whole[s] for s in range(40)], abs=1e-6)
+
+
+def test_resume_continues_the_same_mlflow_run_without_duplicate_metrics(compose_config, project, stop_at):
+    run_dir = project / "run"
+    stop_at(12)
+    pretrain(compose_config(*QUICK, "trainer.max_steps=30"), run_dir)
+    client = _client(project)
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["lmlab.stopped_at_step"] == "12"
+    # Crash-like: metrics beyond the checkpoint reach MLflow, then the run restarts from step 12 and replays them.
+    for step in (12, 13):
+        client.log_metric(run.info.run_id, "train/loss", 9.9, step=step)
+    stop_at(-1)
+    pretrain(compose_config(*QUICK, "trainer.max_steps=30"), run_dir)
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["lmlab.resume_count"] == "1" and tags["lmlab.resumed_from_step"] == "12"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(30)), "every step once"
+    assert (run_dir / "export" / "model.safetensors").is_file()
+
+
+def test_a_changed_config_is_refused_on_resume_unless_allowed(compose_config, project):
+    run_dir = project / "run"
+    pretrain(compose_config(*TINY, "trainer.max_steps=10", "logger=none"), run_dir)
+    with pytest.raises(ValueError, match=r"optim.lr: .* -> 0.5.*allow_config_change=true"):
+        pretrain(compose_config(*TINY, "trainer.max_steps=10", "logger=none", "optim.lr=0.5"), run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    pretrain(compose_config(*TINY, "trainer.max_steps=15", "logger=none", "allow_config_change=true"), run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 15
+    pretrain(compose_config(*TINY, "trainer.max_steps=5", "logger=none", "resume=false"), run_dir)
+    assert (run_dir / "checkpoints.1" / "last.ckpt").is_file()  # the earlier run's checkpoints are kept
+
+
+def test_a_truncated_checkpoint_is_skipped_for_the_previous_one(compose_config, project, caplog):
+    run_dir = project / "run"
+    pretrain(compose_config(*TINY, "trainer.max_steps=20", "trainer.val_check_interval=10", "logger=none"), run_dir)
+    ckpts = run_dir / "checkpoints"
+    best = next(p for p in ckpts.iterdir() if p.name.startswith("best-step"))
+    last = ckpts / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    path, step = latest_checkpoint(ckpts)
+    assert path == best and (ckpts / "last.ckpt.corrupt").is_file()
+    assert "Skipping a broken checkpoint" in caplog.text
+    best.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="every checkpoint in .* is broken.*resume=false"):
+        pretrain(compose_config(*TINY, "trainer.max_steps=20", "logger=none"), run_dir)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path.cwd() / 'pwned'}",))
+
+
+def test_a_checkpoint_crafted_to_run_code_is_rejected(compose_config, project):
+    ckpts = project / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    torch.save(
+        {"state_dict": {}, "global_step": 5, "loops": {}, "optimizer_states": [], "x": _Payload()}, ckpts / "last.ckpt"
+    )
+    with pytest.raises(RuntimeError, match="every checkpoint .* is broken"):
+        pretrain(compose_config(*TINY, "logger=none"), project / "run")
+    with pytest.raises(ValueError, match="not a loadable checkpoint.*Unpickl|not a loadable checkpoint.*weights_only"):
+        pretrain(compose_config(*TINY, "logger=none", f"ckpt_path={ckpts / 'last.ckpt.corrupt'}"), project / "other")
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_sigterm_only_sets_a_flag(tmp_path):
+    stop = StopOnSignal(tmp_path / "last.ckpt")
+    stop.setup(None, None, "fit")  # type: ignore[arg-type]
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM and not (tmp_path / "last.ckpt").exists()
+    finally:
+        stop.teardown(None, None, "fit")  # type: ignore[arg-type]
+    assert signal.getsignal(signal.SIGTERM) is not stop._flag
+
+
+def test_a_non_finite_loss_stops_the_run_and_never_becomes_a_checkpoint(compose_config, project, monkeypatch):
+    from lmlab.callbacks.nonfinite import NonFiniteLossError
+    from lmlab.training.module import PretrainModule
+
+    honest = PretrainModule.training_step
+
+    def diverging(self, batch, batch_idx):
+        loss = honest(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step >= 14 else loss
+
+    monkeypatch.setattr(PretrainModule, "training_step", diverging)
+    run_dir = project / "run"
+    with pytest.raises(NonFiniteLossError, match="the training loss is nan at step 1[45]"):
+        pretrain(compose_config(*TINY, "trainer.max_steps=20", "trainer.val_check_interval=10"), run_dir)
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        state = torch.load(path, weights_only=True)
+        assert state["global_step"] == 10
+        assert all(torch.isfinite(t).all() for t in state["state_dict"].values() if t.is_floating_point())
+    client = _client(project)
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "FAILED" and "nan" in run.data.tags["lmlab.failure"]
+
+
+@pytest.mark.parametrize("override", ["+objective._target_=os.system", "+model._target_=subprocess.run"])
+def test_a_config_target_outside_the_allowlist_is_refused_before_anything_runs(compose_config, project, override):
+    with pytest.raises(ValueError, match=r"_target_='(os.system|subprocess.run)' is not allowed"):
+        pretrain(compose_config(*TINY, override), project / "run")
+    assert not (project / "run").exists() and not (project / "mlflow.db").exists()
