@@ -7,6 +7,9 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,10 @@ from mlflow.tracking import MlflowClient
 from lmlab.callbacks.preemption import StopOnSignal
 from lmlab.training import run as run_module
 from lmlab.training.checkpoints import latest_checkpoint
+from lmlab.training.exported import load_export
 from lmlab.training.run import pretrain
 
-from .conftest import TINY
+from .conftest import ROOT, TINY, run_env
 
 QUICK = [*TINY, "trainer.log_every_n_steps=1", "model.dropout=0.1"]
 
@@ -169,3 +173,42 @@ def test_a_config_target_outside_the_allowlist_is_refused_before_anything_runs(c
     with pytest.raises(ValueError, match=r"_target_='(os.system|subprocess.run)' is not allowed"):
         pretrain(compose_config(*TINY, override), project / "run")
     assert not (project / "run").exists() and not (project / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
+    """The real process and the real signal: SIGTERM saves at the next batch; SIGKILL gives no chance, so the
+    rerun continues from the newest validation checkpoint and replays the steps after it. Either way one MLflow
+    run ends FINISHED with every step's loss logged once."""
+    cmd = [sys.executable, "train.py", *TINY, "trainer.max_steps=400", "trainer.log_every_n_steps=1"]
+    env = run_env(tmp_path)
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    last = None
+    while time.monotonic() < deadline and job.poll() is None:
+        found = list((tmp_path / "outputs").glob("default/*/checkpoints/best-step*.ckpt"))
+        if found and int(found[0].stem.removeprefix("best-step")) >= 20:
+            last = found[0].parent / "last.ckpt"
+            break
+        time.sleep(0.1)
+    assert last is not None and job.poll() is None, "the run ended before it could be interrupted"
+    job.send_signal(signum)
+    _, stderr = job.communicate(timeout=120)
+    run_dir = last.parent.parent
+    client = _client(tmp_path)
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    if signum == signal.SIGTERM:
+        assert job.returncode == 0, stderr[-2000:]
+        assert run.info.status == "KILLED"
+        stopped = int(run.data.tags["lmlab.stopped_at_step"])
+        assert torch.load(last, weights_only=True)["global_step"] == stopped
+    else:
+        assert job.returncode == -signal.SIGKILL and run.info.status == "RUNNING"  # left behind by the kill
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.resume_count"] == "1"
+    assert int(run.data.tags["lmlab.resumed_from_step"]) >= 20
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+    assert steps == list(range(400))
+    assert load_export(str(run_dir)).global_step == 400

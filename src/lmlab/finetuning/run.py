@@ -130,6 +130,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     save_model(weights, str(export / WEIGHTS_FILE), metadata=metadata)
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export))
+        tracked.finish()
     log.info("Done: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return metrics
 

@@ -32,6 +32,10 @@ class MlflowRun:
     def client(self) -> MlflowClient:
         return MlflowClient(self.tracking_uri)
 
+    def finish(self) -> None:
+        """Mark the run FINISHED: only once its outputs are exported and logged."""
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
 
 def open_run(
     tracking_uri: str,

@@ -125,6 +125,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         best = checkpoints.best_model_path
         if best:
             tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best)
+        tracked.finish()
     log.info(
         "Done at step %d: %s; exported to %s",
         trainer.global_step,

@@ -49,6 +49,12 @@ class ContinuingMLFlowLogger(MLFlowLogger):
         super().__init__(**kwargs)
         self.logged_steps = logged_steps
 
+    def finalize(self, status: str = "success") -> None:
+        """Lightning finalizes after every `validate` and `fit`, which would mark a run FINISHED after its step-0
+        validation and while it trains on; the run itself marks success (`finish_run`). Failures still end it."""
+        if status != "success":
+            super().finalize(status)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if step is not None:
             metrics = {k: v for k, v in metrics.items() if step > self.logged_steps.get(k, -1)}

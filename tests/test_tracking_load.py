@@ -1,0 +1,42 @@
+"""Tracking under load: eight processes writing runs, params and per-step metrics to one embedded SQLite store
+at once (as a local parallel sweep does) lose nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+STEPS = 100
+
+
+def _job(root: str, i: int) -> None:
+    from lmlab.tracking.mlflow_run import open_run
+    from lmlab.training.trainer import ContinuingMLFlowLogger
+
+    uri = f"sqlite:///{root}/mlflow.db"
+    params = {f"param{j}": str(j) for j in range(50)}
+    run = open_run(uri, "lmlab", "", Path(root) / f"job{i}", f"job{i}", {"job": str(i)}, params, resume=False)
+    logger = ContinuingMLFlowLogger({}, experiment_name="lmlab", tracking_uri=uri, run_id=run.run_id)
+    for step in range(STEPS):
+        logger.log_metrics({"train/loss": float(i * 1000 + step), "lr": 0.1}, step)
+    run.finish()
+
+
+def test_eight_concurrent_writers_to_sqlite_lose_nothing(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    jobs = [context.Process(target=_job, args=(str(tmp_path), i)) for i in range(8)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=300)
+    assert [job.exitcode for job in jobs] == [0] * 8
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        i = int(run.data.tags["job"])
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/loss"))
+        assert history == [(step, float(i * 1000 + step)) for step in range(STEPS)]
+        assert len(run.data.params) == 50
