@@ -68,6 +68,21 @@ def test_interrupted_and_resumed_run_continues_the_exact_loss_series(compose_con
     assert [cut[s] for s in range(40)] == pytest.approx([whole[s] for s in range(40)], abs=1e-6)
 
 
+@pytest.mark.parametrize("stop", [10, 21])
+def test_last_ckpt_follows_a_resumed_run(compose_config, project, stop_at, stop):
+    """Stopping at step 10 saves last.ckpt before the checkpoint callback ever wrote one; the resumed run must keep
+    overwriting that file (not start a last-v1.ckpt beside a stale last.ckpt)."""
+    overrides = (*QUICK, "trainer.max_steps=30", "logger=none")
+    stop_at(stop)
+    pretrain(compose_config(*overrides), project / "run")
+    stop_at(-1)
+    pretrain(compose_config(*overrides), project / "run")
+    ckpts = {
+        p.name: torch.load(p, weights_only=True)["global_step"] for p in (project / "run" / "checkpoints").iterdir()
+    }
+    assert ckpts["last.ckpt"] == 30 and not any(name.startswith("last-v") for name in ckpts)
+
+
 def test_resume_continues_the_same_mlflow_run_without_duplicate_metrics(compose_config, project, stop_at):
     run_dir = project / "run"
     stop_at(12)
@@ -212,3 +227,4 @@ def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == list(range(400))
     assert load_export(str(run_dir)).global_step == 400
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 400

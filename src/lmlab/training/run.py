@@ -86,6 +86,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         mode="min",
         save_top_k=1,
         save_last=True,
+        # A resumed run owns the files already in its dir: overwrite last.ckpt rather than write last-v1.ckpt.
+        enable_version_counter=False,
     )
     trainer = build_trainer(
         conf.trainer,
