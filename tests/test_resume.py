@@ -151,7 +151,7 @@ def test_a_checkpoint_crafted_to_run_code_is_rejected(compose_config, project):
 
 def test_sigterm_only_sets_a_flag(tmp_path):
     stop = StopOnSignal(tmp_path / "last.ckpt")
-    stop.setup(None, None, "fit")  # type: ignore[arg-type]
+    stop.on_train_start(None, None)  # type: ignore[arg-type]
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.received == signal.SIGTERM and not (tmp_path / "last.ckpt").exists()

@@ -38,7 +38,9 @@ class StopOnSignal(Callback):
     def _flag(self, signum: int, frame: Any) -> None:
         self.received = signum
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Installed after Lightning's own SIGTERM handler (which would raise SIGTERMException at the next batch
+        start and exit without our checkpoint), replacing it for the training loop."""
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._flag) for s in STOP_SIGNALS}
 

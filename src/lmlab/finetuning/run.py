@@ -115,11 +115,18 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     logger = lightning_logger(conf.logger, run_dir, tracked)
     trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
     val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
-    trainer.validate(module, val_loader, verbose=False)
-    if f"val/{main_metric}" not in trainer.callback_metrics:
-        found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
-        raise ValueError(f"task.main_metric={main_metric!r} is not a metric of {conf.task.family}; it reports {found}")
-    trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)
+    try:
+        trainer.validate(module, val_loader, verbose=False)
+        if f"val/{main_metric}" not in trainer.callback_metrics:
+            found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
+            raise ValueError(
+                f"task.main_metric={main_metric!r} is not a metric of {conf.task.family}; it reports {found}"
+            )
+        trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)
+    except Exception as err:
+        if tracked is not None:
+            tracked.fail(f"{type(err).__name__}: {err}")
+        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     export = run_dir / "export"

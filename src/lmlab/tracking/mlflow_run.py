@@ -36,6 +36,10 @@ class MlflowRun:
         """Mark the run FINISHED: only once its outputs are exported and logged."""
         self.client.set_terminated(self.run_id, status="FINISHED")
 
+    def fail(self, reason: str) -> None:
+        self.client.set_tag(self.run_id, "lmlab.failure", reason[:5000])
+        self.client.set_terminated(self.run_id, status="FAILED")
+
 
 def open_run(
     tracking_uri: str,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
-from lmlab.callbacks.nonfinite import NonFiniteLossError, StopOnNonFiniteLoss
+from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
@@ -106,10 +106,9 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             tracked.client.set_terminated(tracked.run_id, status="KILLED")
         log.warning("Stopped on a signal at step %d; rerun the same command to continue", stopped.step)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
-    except NonFiniteLossError as err:
-        if tracked is not None:
-            tracked.client.set_tag(tracked.run_id, "lmlab.failure", str(err))
-            tracked.client.set_terminated(tracked.run_id, status="FAILED")
+    except Exception as err:
+        if tracked is not None and trainer.is_global_zero:
+            tracked.fail(f"{type(err).__name__}: {err}")
         raise
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -51,9 +51,7 @@ class ContinuingMLFlowLogger(MLFlowLogger):
 
     def finalize(self, status: str = "success") -> None:
         """Lightning finalizes after every `validate` and `fit`, which would mark a run FINISHED after its step-0
-        validation and while it trains on; the run itself marks success (`finish_run`). Failures still end it."""
-        if status != "success":
-            super().finalize(status)
+        validation while it trains on, or FAILED when it stops on a signal. The run code sets every status."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if step is not None:
