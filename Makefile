@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format ui clean
+.PHONY: help install train test test-fast services slurm lint format ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,15 @@ $(STAMP): pyproject.toml scripts/install_torch.sh
 train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world); ARGS="..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
+test: $(STAMP) services ## run the whole test suite (with the local Slurm cluster when run as root)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+services: ## as root: start the local services the integration tests use (else their tests are skipped)
+	@if [ "$$(id -u)" -eq 0 ]; then scripts/slurm_cluster.sh start; \
+	else echo "Not root: the Slurm tests will be skipped (sudo make services starts the cluster)"; fi
+
+slurm: ## start a single-node Slurm cluster on this machine (root; scripts/slurm_cluster.sh stop ends it)
+	scripts/slurm_cluster.sh start
 
 test-fast: $(STAMP) ## run the tests that are not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

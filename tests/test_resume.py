@@ -16,7 +16,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lmlab.callbacks.preemption import StopOnSignal
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.training import run as run_module
 from lmlab.training.checkpoints import latest_checkpoint
 from lmlab.training.exported import load_export
@@ -47,7 +47,7 @@ def stop_at(monkeypatch):
         class StopAt(StopOnSignal):
             def on_train_batch_end(self, trainer, *args):
                 if trainer.global_step == step:
-                    self.received = signal.SIGTERM
+                    self.received = [signal.SIGTERM]
                 super().on_train_batch_end(trainer, *args)
 
         monkeypatch.setattr(run_module, "StopOnSignal", StopAt)
@@ -154,10 +154,25 @@ def test_sigterm_only_sets_a_flag(tmp_path):
     stop.on_train_start(None, None)  # type: ignore[arg-type]
     try:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.received == signal.SIGTERM and not (tmp_path / "last.ckpt").exists()
+        assert stop.received == [signal.SIGTERM] and not (tmp_path / "last.ckpt").exists()
     finally:
         stop.teardown(None, None, "fit")  # type: ignore[arg-type]
     assert signal.getsignal(signal.SIGTERM) != stop._flag  # bound methods compare equal, never identical
+
+
+def test_after_a_stop_the_signal_goes_to_the_handler_that_was_there_before_training(tmp_path):
+    """Under submitit, USR2's handler checkpoints the job and requeues it: it must run after our stop, and the
+    process must not then report success (submitit would mark the job done)."""
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        stop = StopOnSignal(tmp_path / "last.ckpt")
+        with pytest.raises(SystemExit) as exited:
+            stop.hand_over(StoppedOnSignal([signal.SIGUSR2], 7))
+        assert calls == [signal.SIGUSR2] and exited.value.code == 128 + signal.SIGUSR2
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert StopOnSignal(tmp_path / "last.ckpt").hand_over(StoppedOnSignal([signal.SIGUSR2], 7)) is None  # no owner
 
 
 def test_a_non_finite_loss_stops_the_run_and_never_becomes_a_checkpoint(compose_config, project, monkeypatch):

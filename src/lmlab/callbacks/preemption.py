@@ -4,7 +4,11 @@
 
 It stops by raising `StoppedOnSignal` rather than through `trainer.should_stop`, which would run one more
 validation and let the checkpoint callbacks overwrite `last.ckpt` after it: the saved state must be the one at
-the end of the batch, where an uninterrupted run would continue."""
+the end of the batch, where an uninterrupted run would continue.
+
+Under a job manager that handles these signals itself (submitit: USR2 = checkpoint the job and `scontrol requeue`
+it), its handler runs after the run has saved and recorded the stop (`hand_over`), and the process then exits with
+128 + the signal, so the manager never records the job as completed."""
 
 from __future__ import annotations
 
@@ -22,21 +26,42 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
 
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
 class StoppedOnSignal(Exception):
-    def __init__(self, signum: int, step: int) -> None:
-        super().__init__(f"stopped on {signal.Signals(signum).name} at step {step}")
-        self.signum = signum
+    def __init__(self, signals: list[int], step: int) -> None:
+        names = "+".join(map(signal_name, signals))
+        super().__init__(f"stopped on {names} at step {step}")
+        self.signals = signals
         self.step = step
 
 
 class StopOnSignal(Callback):
     def __init__(self, last_checkpoint: Path) -> None:
         self.last_checkpoint = Path(last_checkpoint)
-        self.received: int | None = None
+        self.received: list[int] = []
         self._previous: dict[int, Any] = {}
+        # The handlers of whoever runs this process, taken before Lightning installs its own.
+        in_main = threading.current_thread() is threading.main_thread()
+        self._owner = {s: signal.getsignal(s) for s in STOP_SIGNALS} if in_main else {}
 
     def _flag(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        if signum not in self.received:
+            self.received.append(signum)
+
+    def hand_over(self, stopped: StoppedOnSignal) -> None:
+        """Once the stop is saved and recorded: run the owner's handler for each received signal (submitit's USR2
+        handler requeues the job and exits) and exit with 128 + the first signal. Without an owner (a plain
+        `python train.py` in a shell) this returns and the process ends normally."""
+        owned = [(s, self._owner.get(s)) for s in stopped.signals]
+        owned = [(s, h) for s, h in owned if callable(h) and h is not signal.default_int_handler]
+        if not owned:
+            return
+        for signum, handler in owned:
+            handler(signum, None)
+        raise SystemExit(128 + stopped.signals[0])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Installed after Lightning's own SIGTERM handler (which would raise SIGTERMException at the next batch
@@ -50,11 +75,11 @@ class StopOnSignal(Callback):
         self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if self.received is None:
+        if not self.received:
             return
         log.warning(
             "Received %s: saving %s at step %d and stopping",
-            signal.Signals(self.received).name,
+            "+".join(map(signal_name, self.received)),
             self.last_checkpoint,
             trainer.global_step,
         )
@@ -62,4 +87,4 @@ class StopOnSignal(Callback):
         # Lightning logs a batch's metrics only after every on_train_batch_end hook: log them before stopping.
         trainer._logger_connector.on_batch_end()
         trainer._logger_connector.update_train_step_metrics()
-        raise StoppedOnSignal(self.received, trainer.global_step)
+        raise StoppedOnSignal(list(self.received), trainer.global_step)

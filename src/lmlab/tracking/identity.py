@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -73,6 +75,11 @@ def _sweep_overrides(manifest: Path) -> list[str]:
 
 
 def command_line() -> str:
+    """The command that reruns this job alone. A sweep job (possibly started by a launcher process such as
+    submitit's, whose argv says nothing about the job) gets its entry point and its own overrides."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        hc = HydraConfig.get()
+        return " ".join([f"{hc.job.name}.py", *(shlex.quote(o) for o in hc.overrides.task)])
     return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
@@ -88,4 +95,14 @@ def job_tags(root: Path, run_dir: Path) -> dict[str, str]:
         "lmlab.overrides": job.get("overrides", ""),
         "lmlab.run_dir": str(run_dir),
         **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
+        **slurm_tags(),
     }
+
+
+def slurm_tags() -> dict[str, str]:
+    """The Slurm job a run was started in (a requeued job keeps its id); empty outside Slurm."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and "{}_{}".format(
+        os.environ["SLURM_ARRAY_JOB_ID"], os.environ.get("SLURM_ARRAY_TASK_ID", "")
+    )
+    job = job or os.environ.get("SLURM_JOB_ID")
+    return {"lmlab.slurm_job_id": job, "lmlab.slurm_cluster": os.environ.get("SLURM_CLUSTER_NAME", "")} if job else {}

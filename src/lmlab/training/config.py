@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from lmlab.data.config import DataConfig
 from lmlab.models import ModelConfig
 from lmlab.objectives import objective_class
+from lmlab.training.slurm import gpus_per_node
 
 SCHEDULES = ("linear", "cosine", "constant")
 LOGGERS = ("mlflow", "csv", "none")
@@ -129,6 +130,8 @@ def job_dirname(override_dirname: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("lmlab_dirname"):
         OmegaConf.register_new_resolver("lmlab_dirname", job_dirname)
+    if not OmegaConf.has_resolver("lmlab_slurm_gpus"):
+        OmegaConf.register_new_resolver("lmlab_slurm_gpus", gpus_per_node)
 
 
 def register_configs() -> None:

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
-from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_name
 from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
@@ -103,8 +103,10 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     except StoppedOnSignal as stopped:
         if tracked is not None and trainer.is_global_zero:
             tracked.client.set_tag(tracked.run_id, "lmlab.stopped_at_step", str(stopped.step))
+            tracked.client.set_tag(tracked.run_id, "lmlab.stopped_by", "+".join(map(signal_name, stopped.signals)))
             tracked.client.set_terminated(tracked.run_id, status="KILLED")
-        log.warning("Stopped on a signal at step %d; rerun the same command to continue", stopped.step)
+        log.warning("%s; rerun the same command to continue", stopped)
+        stop.hand_over(stopped)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     except Exception as err:
         if tracked is not None and trainer.is_global_zero:

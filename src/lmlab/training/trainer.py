@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 from lmlab.tracking.mlflow_run import MlflowRun
 from lmlab.training.checkpoints import AtomicCheckpointIO
 from lmlab.training.config import LoggerConfig, TrainerConfig
+from lmlab.training.slurm import cluster_plugins
 
 
 def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callbacks: list[Callback]) -> pl.Trainer:
@@ -33,7 +34,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
         default_root_dir=run_dir,
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         # Samplers are ours (EpochSampler shards by rank itself).
         use_distributed_sampler=False,
         # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
