@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast services slurm lint format ui clean
+.PHONY: help install train test test-fast services slurm tracking-server lint format ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,8 +28,11 @@ test: $(STAMP) services ## run the whole test suite (with the local Slurm cluste
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 services: ## as root: start the local services the integration tests use (else their tests are skipped)
-	@if [ "$$(id -u)" -eq 0 ]; then scripts/slurm_cluster.sh start; \
-	else echo "Not root: the Slurm tests will be skipped (sudo make services starts the cluster)"; fi
+	@if [ "$$(id -u)" -eq 0 ]; then scripts/slurm_cluster.sh start && scripts/tracking_server.sh install; \
+	else echo "Not root: Slurm/PostgreSQL tests are skipped unless both are installed (sudo make services)"; fi
+
+tracking-server: $(STAMP) ## start an MLflow server backed by PostgreSQL on 127.0.0.1:5001 (runs use logger=server)
+	scripts/tracking_server.sh start
 
 slurm: ## start a single-node Slurm cluster on this machine (root; scripts/slurm_cluster.sh stop ends it)
 	scripts/slurm_cluster.sh start

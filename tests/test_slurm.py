@@ -1,6 +1,6 @@
 """Sweeps through `hydra/launcher=slurm` on the real local cluster (`scripts/slurm_cluster.sh start`).
 
-CI starts the cluster and sets LMLAB_REQUIRE_SLURM=1, so a cluster that is not up fails these tests there instead of
+CI starts the cluster and sets LMLAB_REQUIRE_SERVICES=1, so a cluster that is not up fails these tests there instead of
 skipping them."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _cluster_up() -> bool:
 
 
 if not _cluster_up():
-    if os.environ.get("LMLAB_REQUIRE_SLURM") == "1":
-        raise RuntimeError("LMLAB_REQUIRE_SLURM=1 but no Slurm cluster is up: run scripts/slurm_cluster.sh start")
+    if os.environ.get("LMLAB_REQUIRE_SERVICES") == "1":
+        raise RuntimeError("LMLAB_REQUIRE_SERVICES=1 but no Slurm cluster is up: run scripts/slurm_cluster.sh start")
     pytest.skip("no Slurm cluster is up (scripts/slurm_cluster.sh start)", allow_module_level=True)
 
 pytestmark = pytest.mark.slow

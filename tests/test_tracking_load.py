@@ -1,5 +1,6 @@
 """Tracking under load: eight processes writing runs, params and per-step metrics to one embedded SQLite store
-at once (as a local parallel sweep does) lose nothing."""
+at once (as a local parallel sweep does) lose nothing: a write that finds the store locked past its busy timeout
+is kept and delivered later (tracking.buffered)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def _job(root: str, i: int) -> None:
     uri = f"sqlite:///{root}/mlflow.db"
     params = {f"param{j}": str(j) for j in range(50)}
     run = open_run(uri, "lmlab", "", Path(root) / f"job{i}", f"job{i}", {"job": str(i)}, params, resume=False)
-    logger = ContinuingMLFlowLogger({}, experiment_name="lmlab", tracking_uri=uri, run_id=run.run_id)
+    logger = ContinuingMLFlowLogger(run.client, {}, experiment_name="lmlab", tracking_uri=uri, run_id=run.run_id)
     for step in range(STEPS):
         logger.log_metrics({"train/loss": float(i * 1000 + step), "lr": 0.1}, step)
     run.finish()

@@ -70,8 +70,11 @@ class StopOnSignal(Callback):
             self._previous = {s: signal.signal(s, self._flag) for s in STOP_SIGNALS}
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Put back what on_train_start replaced, unless Lightning's teardown (which may run first) already put
+        back the handlers from before the Trainer: re-installing Lightning's would leave them behind."""
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) == self._flag:
+                signal.signal(signum, handler)
         self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:

@@ -24,7 +24,7 @@ from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
-from lmlab.tracking.identity import flatten, job_tags
+from lmlab.tracking.identity import flatten, job_tags, redacted
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.exported import WEIGHTS_FILE, load_export
 from lmlab.training.targets import check_targets
@@ -110,7 +110,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     module = FinetuneModule(family, start.backbone, family.metrics(validation), conf.optim, conf.trainer.max_steps)
     main_metric = conf.task.main_metric or cls.main_metric
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     tracked = _open_tracking(conf, run_dir, resolved, start, labels, main_metric)
     logger = lightning_logger(conf.logger, run_dir, tracked)
     trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])

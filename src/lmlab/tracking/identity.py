@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,22 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+
+_URI_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
+
+
+def redact(text: str) -> str:
+    """A URI's password becomes ***: `postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`."""
+    return _URI_PASSWORD.sub(r"\1:***@", text)
+
+
+def redacted(tree: Any) -> Any:
+    """A resolved config with every string redacted: what params, run_config.json and exported configs may hold."""
+    if isinstance(tree, Mapping):
+        return {k: redacted(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redacted(v) for v in tree]
+    return redact(tree) if isinstance(tree, str) else tree
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -61,7 +78,7 @@ def hydra_job() -> dict[str, str]:
         manifest = sweep_dir / "multirun.yaml"
         content = manifest.read_bytes() if manifest.is_file() else b""
         info["sweep"] = hashlib.sha256(str(sweep_dir.resolve()).encode() + content).hexdigest()[:12]
-        info["sweep_overrides"] = " ".join(_sweep_overrides(manifest))
+        info["sweep_overrides"] = redact(" ".join(_sweep_overrides(manifest)))
         info["job_num"] = str(hc.job.num)
     return info
 
@@ -91,8 +108,8 @@ def job_tags(root: Path, run_dir: Path) -> dict[str, str]:
         "mlflow.source.git.commit": commit,
         "lmlab.git_commit": commit,
         "lmlab.git_dirty": str(dirty).lower(),
-        "lmlab.command": command_line(),
-        "lmlab.overrides": job.get("overrides", ""),
+        "lmlab.command": redact(command_line()),
+        "lmlab.overrides": redact(job.get("overrides", "")),
         "lmlab.run_dir": str(run_dir),
         **{f"lmlab.{k}": v for k, v in job.items() if k.startswith("sweep") or k == "job_num"},
         **slurm_tags(),

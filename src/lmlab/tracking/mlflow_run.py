@@ -9,10 +9,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
+
+from lmlab.tracking.buffered import PENDING_FILE, BufferedClient
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +27,34 @@ _PARAM_BATCH = 100
 class MlflowRun:
     tracking_uri: str
     run_id: str
+    run_dir: Path
     resumed: bool
     # On resume: the last step each metric was logged at, so steps replayed after a crash are not logged twice.
     logged_steps: dict[str, int] = field(default_factory=dict)
 
-    @property
-    def client(self) -> MlflowClient:
-        return MlflowClient(self.tracking_uri)
+    @cached_property
+    def client(self) -> BufferedClient:
+        """Writes that the backend cannot take now are kept in the run dir and delivered later."""
+        return BufferedClient(self.tracking_uri, self.run_dir / PENDING_FILE)
 
     def finish(self) -> None:
         """Mark the run FINISHED: only once its outputs are exported and logged."""
-        self.client.set_terminated(self.run_id, status="FINISHED")
+        self.end("FINISHED")
 
     def fail(self, reason: str) -> None:
         self.client.set_tag(self.run_id, "lmlab.failure", reason[:5000])
-        self.client.set_terminated(self.run_id, status="FAILED")
+        self.end("FAILED")
+
+    def end(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status=status)
+        if not self.client.deliver(force=True):
+            log.warning(
+                "The tracking backend %s is still unavailable: this run's last writes are kept in %s. "
+                "Rerunning the job delivers them, or: python -m lmlab.tracking.deliver %s",
+                self.tracking_uri,
+                self.client.pending,
+                self.run_dir,
+            )
 
 
 def open_run(
@@ -58,6 +74,8 @@ def open_run(
         # Creating the client builds (and for a new SQLite file, migrates) the store: one process at a time.
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)
+    # Writes an earlier attempt of this job could not deliver go first, so the run continues from where it was.
+    BufferedClient(tracking_uri, run_dir / PENDING_FILE).deliver(force=True)
     saved = _read_run_file(run_dir) if resume else None
     if saved is not None and saved.get("tracking_uri") == tracking_uri:
         run_id = saved["run_id"]
@@ -68,7 +86,7 @@ def open_run(
             client.set_tag(run_id, key, value)
         logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in previous.data.metrics}
         log.info("Resuming MLflow run %s (resume #%d)", run_id, count)
-        return MlflowRun(tracking_uri, run_id, resumed=True, logged_steps=logged)
+        return MlflowRun(tracking_uri, run_id, run_dir, resumed=True, logged_steps=logged)
 
     with _store_lock(tracking_uri):
         found = client.get_experiment_by_name(experiment)
@@ -85,7 +103,7 @@ def open_run(
         client.log_batch(run.info.run_id, params=items[start : start + _PARAM_BATCH])
     _write_run_file(run_dir, {"tracking_uri": tracking_uri, "run_id": run.info.run_id})
     log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
-    return MlflowRun(tracking_uri, run.info.run_id, resumed=False)
+    return MlflowRun(tracking_uri, run.info.run_id, run_dir, resumed=False)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_nam
 from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
-from lmlab.tracking.identity import flatten, job_tags
+from lmlab.tracking.identity import flatten, job_tags, redacted
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
 from lmlab.training.checkpoints import LAST, checkpoint_step, latest_checkpoint
 from lmlab.training.config import TrainConfig, check_compatible
@@ -42,7 +42,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     ckpt_dir = run_dir / "checkpoints"
     start = _resume_point(conf, ckpt_dir)
     resuming = start is not None
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
     data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
@@ -104,7 +104,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if tracked is not None and trainer.is_global_zero:
             tracked.client.set_tag(tracked.run_id, "lmlab.stopped_at_step", str(stopped.step))
             tracked.client.set_tag(tracked.run_id, "lmlab.stopped_by", "+".join(map(signal_name, stopped.signals)))
-            tracked.client.set_terminated(tracked.run_id, status="KILLED")
+            tracked.end("KILLED")
         log.warning("%s; rerun the same command to continue", stopped)
         stop.hand_over(stopped)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
+from lmlab.tracking.buffered import BufferedClient
 from lmlab.tracking.mlflow_run import MlflowRun
 from lmlab.training.checkpoints import AtomicCheckpointIO
 from lmlab.training.config import LoggerConfig, TrainerConfig
@@ -43,11 +44,13 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
 
 
 class ContinuingMLFlowLogger(MLFlowLogger):
-    """Logs into an existing run; a metric at a step the run already holds (a step replayed after resuming from an
-    earlier checkpoint, which reproduces the same value) is not logged a second time."""
+    """Logs into an existing run through its `BufferedClient` (training goes on through a tracking outage); a metric
+    at a step the run already holds (a step replayed after resuming from an earlier checkpoint, which reproduces the
+    same value) is not logged a second time."""
 
-    def __init__(self, logged_steps: dict[str, int], **kwargs: Any) -> None:
+    def __init__(self, client: BufferedClient, logged_steps: dict[str, int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._mlflow_client = client
         self.logged_steps = logged_steps
 
     def finalize(self, status: str = "success") -> None:
@@ -65,6 +68,7 @@ def lightning_logger(cfg: LoggerConfig, run_dir: Path, tracked: MlflowRun | None
     """Lightning's MLflow logger writing into our (already opened) run, a CSV logger, or none."""
     if tracked is not None:
         return ContinuingMLFlowLogger(
+            tracked.client,
             tracked.logged_steps,
             experiment_name=cfg.experiment,
             tracking_uri=tracked.tracking_uri,
