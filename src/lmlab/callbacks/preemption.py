@@ -32,7 +32,7 @@ def signal_name(signum: int) -> str:
 
 class StoppedOnSignal(Exception):
     def __init__(self, signals: list[int], step: int) -> None:
-        names = "+".join(map(signal_name, signals))
+        names = "+".join(map(signal_name, signals)) or "a signal to another rank"
         super().__init__(f"stopped on {names} at step {step}")
         self.signals = signals
         self.step = step
@@ -78,11 +78,15 @@ class StopOnSignal(Callback):
         self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if not self.received:
+        received = bool(self.received)
+        if trainer.world_size > 1:
+            # Every rank stops at the same batch when any rank got the signal (saving is a collective).
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
             return
         log.warning(
             "Received %s: saving %s at step %d and stopping",
-            "+".join(map(signal_name, self.received)),
+            "+".join(map(signal_name, self.received)) or "a stop signal on another rank",
             self.last_checkpoint,
             trainer.global_step,
         )

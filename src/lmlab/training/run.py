@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -40,6 +41,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
+    # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
+    lead = rank_zero_only.rank == 0
     start = _resume_point(conf, ckpt_dir)
     resuming = start is not None
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
@@ -66,14 +69,15 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         resume_tags = {"lmlab.resumed_from_step": str(start[1]), "lmlab.resumed_from": start[0].name}
         if changes:
             resume_tags["lmlab.resume_config_changes"] = json.dumps(changes)
-            record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
-    else:
+            if lead:
+                record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
+    elif lead:
         _archive_previous_checkpoints(ckpt_dir)
         record_config(run_dir, resolved)
-    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resume_tags)
-    examples = describe_examples(objective, data.blocks("train"), tokenizer, conf.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "examples.txt").write_text(examples)
+    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resume_tags) if lead else None
+    if lead:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "examples.txt").write_text(describe_examples(objective, data.blocks("train"), tokenizer, conf.seed))
     if tracked is not None and not tracked.resumed:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory()
@@ -101,7 +105,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     try:
         trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
     except StoppedOnSignal as stopped:
-        if tracked is not None and trainer.is_global_zero:
+        if tracked is not None:
             tracked.client.set_tag(tracked.run_id, "lmlab.stopped_at_step", str(stopped.step))
             tracked.client.set_tag(tracked.run_id, "lmlab.stopped_by", "+".join(map(signal_name, stopped.signals)))
             tracked.end("KILLED")
@@ -109,11 +113,13 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         stop.hand_over(stopped)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     except Exception as err:
-        if tracked is not None and trainer.is_global_zero:
+        if tracked is not None:
             tracked.fail(f"{type(err).__name__}: {err}")
         raise
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if not lead:
+        return metrics
     export_dir = export_run(
         module,
         tokenizer,
@@ -123,7 +129,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         title=f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}",
         run_id=None if tracked is None else tracked.run_id,
     )
-    if tracked is not None and trainer.is_global_zero:
+    if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export_dir))
         best = checkpoints.best_model_path
         if best:

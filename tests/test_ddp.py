@@ -1,0 +1,54 @@
+"""DDP on the CPU (2 processes, gloo): one job is one output dir and one MLflow run, however many ranks train it,
+and a SIGTERM to rank 0 stops every rank at the same batch (saving is a collective) for an exact resume."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from lmlab.training.exported import load_export
+
+from .conftest import ROOT, TINY, run_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_ranks_make_one_run_in_one_dir_and_stop_together_on_sigterm(tmp_path):
+    steps = 200
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        "trainer.devices=2",
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=20",
+    ]
+    env = {**run_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        if list((tmp_path / "outputs").glob("default/*/checkpoints/best-step*.ckpt")):
+            break
+        time.sleep(0.1)
+    assert job.poll() is None, "the run ended before it could be interrupted"
+    job.send_signal(signal.SIGTERM)  # rank 0 only: the launcher's parent process
+    _, stderr = job.communicate(timeout=180)
+    assert job.returncode == 0, stderr[-3000:]
+    [run_dir] = (tmp_path / "outputs" / "default").iterdir()
+    stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < stopped < steps
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "outputs" / "default").iterdir()] == [run_dir.name]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.resumed_from_step"] == str(stopped)
+    logged = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert len(logged) == len(set(logged)) == steps // 2, "every logged step once, from one rank"
+    assert load_export(str(run_dir)).global_step == steps
