@@ -101,4 +101,4 @@ def test_help_lists_groups_and_options(tmp_path: Path):
         assert f"{group}: " in out
     assert "model: base, large, small, tiny" in out
     assert "objective: clm, denoise, electra, mixture, mlm, nsp, prefix_lm, sop, span, ul2" in out
-    assert "hydra/launcher: basic, local" in out
+    assert "hydra/launcher: basic, local, slurm" in out
