@@ -61,6 +61,8 @@ AccountingStorageType=accounting_storage/none
 MpiDefault=none
 SwitchType=switch/none
 SchedulerType=sched/backfill
+# Look at pending jobs every few seconds (defaults: 60 s, backfill 30 s), so a requeued job restarts promptly.
+SchedulerParameters=sched_interval=3,bf_interval=3
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 # Jobs may be requeued (scontrol requeue, submitit's requeue on preemption/time limit).
