@@ -65,6 +65,9 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=3,bf_interval=3
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
+# Refuse at sbatch time a job this node can never run (e.g. more CPUs per task than it has), instead of leaving it
+# pending for ever with reason PartitionConfig while the submitting command waits.
+EnforcePartLimits=ALL
 # Jobs may be requeued (scontrol requeue, submitit's requeue on preemption/time limit).
 JobRequeue=1
 ReturnToService=2

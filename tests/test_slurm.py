@@ -82,6 +82,15 @@ def test_a_two_job_sweep_runs_as_slurm_jobs_with_one_mlflow_run_each(tmp_path):
         assert run.data.tags["lmlab.command"].startswith("train.py ")  # reruns the job, not submitit's worker
 
 
+def test_a_job_the_node_can_never_run_is_refused_at_submission_instead_of_pending_for_ever(tmp_path):
+    cpus = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()[0])
+    cmd = [sys.executable, "train.py", "-m", "hydra/launcher=slurm", f"hydra.launcher.cpus_per_task={cpus + 1}", *TINY]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "More processors requested than permitted" in done.stderr, done.stderr[-3000:]
+    assert _runs(tmp_path) == []
+
+
 def test_a_time_limited_then_preempted_job_resumes_into_the_same_run(tmp_path):
     """Allocation 1 hits its (real, 2-minute) time limit: Slurm sends USR2 30-90 s in, the run saves last.ckpt and
     submitit requeues the job. Allocation 2 is preempted with `scontrol requeue` (SIGTERM). Allocation 3 finishes.

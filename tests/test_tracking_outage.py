@@ -4,6 +4,7 @@ back (by the run itself, by the next run of the job, or by `python -m lmlab.trac
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from mlflow.entities import Metric
@@ -11,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lmlab.tracking import deliver as deliver_module
+from lmlab.tracking import mlflow_run
 from lmlab.tracking.buffered import PENDING_FILE, BufferedClient
 from lmlab.tracking.mlflow_run import RUN_FILE
 
@@ -108,3 +110,37 @@ def test_a_corrupt_kept_line_is_named_and_what_was_delivered_is_not_sent_again(s
     with pytest.raises(ValueError, match=rf"{PENDING_FILE}:2: not a kept tracking write"):
         good.deliver(force=True)
     assert _steps(client, run_id) == [0] and pending.read_text() == "{not json\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_store_that_never_answers_is_a_clear_error_naming_it_without_its_password(tmp_path, monkeypatch):
+    monkeypatch.setattr(mlflow_run, "CONNECT_WAIT_S", 0.0)
+    uri = f"http://alice:s3cret@127.0.0.1:{_free_port()}"  # nothing listens there
+    with pytest.raises(mlflow_run.TrackingUnavailable) as raised:
+        mlflow_run.open_run(uri, "x", "", tmp_path / "run", "run", {}, {}, resume=False)
+    message = str(raised.value)
+    assert "http://alice:***@127.0.0.1" in message and "s3cret" not in message
+    assert "logger=mlflow" in message
+    assert not (tmp_path / "run" / RUN_FILE).exists()
+
+
+def test_a_store_that_answers_after_a_while_is_waited_for(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(mlflow_run, "CONNECT_RETRY_S", 0.0)
+    refusals = iter([ConnectionRefusedError("Connection refused")] * 2)
+    real = MlflowClient.search_experiments
+
+    def restarting(self, *args, **kwargs):
+        if (refusal := next(refusals, None)) is not None:
+            raise refusal
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", restarting)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run = mlflow_run.open_run(uri, "x", "", tmp_path / "run", "run", {}, {"p": "1"}, resume=False)
+    assert MlflowClient(uri).get_run(run.run_id).data.params == {"p": "1"}
+    assert sum("does not answer" in r.getMessage() for r in caplog.records) == 1  # said once, not every retry

@@ -17,6 +17,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 
+from lmlab.tracking.identity import redact
+
 log = logging.getLogger(__name__)
 
 PENDING_FILE = "mlflow_pending.jsonl"
@@ -44,6 +46,12 @@ _ENTITIES: dict[str, tuple[type, tuple[str, ...]]] = {
 }
 
 
+def use_quick_http() -> None:
+    """HTTP_DEFAULTS for this process, unless the user set those variables."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 def backend_unavailable(err: BaseException) -> bool:
     if isinstance(err, RequestException | ConnectionError | TimeoutError):
         return True
@@ -55,8 +63,7 @@ class BufferedClient:
     After a failure, no delivery is tried for `retry_s` seconds, so an outage costs training one failed call."""
 
     def __init__(self, tracking_uri: str, pending: Path, retry_s: float = 20.0) -> None:
-        for name, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        use_quick_http()
         self._client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         self.pending = Path(pending)
@@ -101,15 +108,15 @@ class BufferedClient:
             self._backend_failed(err)
             return False
         self.pending.unlink()
-        log.info("Delivered %d kept tracking writes to %s", len(lines), self.tracking_uri)
+        log.info("Delivered %d kept tracking writes to %s", len(lines), redact(self.tracking_uri))
         return True
 
     def _backend_failed(self, err: BaseException) -> None:
         if self._retry_at == 0.0 or time.monotonic() >= self._retry_at:
             log.warning(
                 "The tracking backend %s is unavailable (%s); training goes on, writes are kept in %s",
-                self.tracking_uri,
-                str(err).splitlines()[0][:300],
+                redact(self.tracking_uri),
+                redact(str(err).splitlines()[0])[:300],
                 self.pending,
             )
         self._retry_at = time.monotonic() + self.retry_s

@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,12 +16,16 @@ from pathlib import Path
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from lmlab.tracking.buffered import PENDING_FILE, BufferedClient
+from lmlab.tracking.buffered import PENDING_FILE, BufferedClient, backend_unavailable, use_quick_http
+from lmlab.tracking.identity import redact
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "tracking.json"
 _PARAM_BATCH = 100
+# How long a run that is starting waits for a tracking store that does not answer, and how often it asks.
+CONNECT_WAIT_S = 120.0
+CONNECT_RETRY_S = 5.0
 
 
 @dataclass
@@ -51,7 +56,7 @@ class MlflowRun:
             log.warning(
                 "The tracking backend %s is still unavailable: this run's last writes are kept in %s. "
                 "Rerunning the job delivers them, or: python -m lmlab.tracking.deliver %s",
-                self.tracking_uri,
+                redact(self.tracking_uri),
                 self.client.pending,
                 self.run_dir,
             )
@@ -72,8 +77,7 @@ def open_run(
     params untouched), else create a new one with tags and params."""
     with _store_lock(tracking_uri):
         # Creating the client builds (and for a new SQLite file, migrates) the store: one process at a time.
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)
+        client = _connect(tracking_uri)
     # Writes an earlier attempt of this job could not deliver go first, so the run continues from where it was.
     BufferedClient(tracking_uri, run_dir / PENDING_FILE).deliver(force=True)
     saved = _read_run_file(run_dir) if resume else None
@@ -104,6 +108,43 @@ def open_run(
     _write_run_file(run_dir, {"tracking_uri": tracking_uri, "run_id": run.info.run_id})
     log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
     return MlflowRun(tracking_uri, run.info.run_id, run_dir, resumed=False)
+
+
+class TrackingUnavailable(ConnectionError):
+    """The tracking store did not answer when a run had to be opened."""
+
+
+def _connect(tracking_uri: str) -> MlflowClient:
+    """A client of a store that answers. A store that is down when a run opens is waited for up to CONNECT_WAIT_S
+    (a requeued job may start while its server restarts), saying so at once rather than through MLflow's silent
+    minutes of retries; one that never answers is an error naming the store and what to do."""
+    use_quick_http()
+    client = MlflowClient(tracking_uri)
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    waited = False
+    while True:
+        try:
+            client.search_experiments(max_results=1)
+            return client
+        except Exception as err:
+            if not backend_unavailable(err):
+                raise
+            reason = redact(str(err).splitlines()[0])[:300]
+            if time.monotonic() >= deadline:
+                raise TrackingUnavailable(
+                    f"The tracking store {redact(tracking_uri)} did not answer for {CONNECT_WAIT_S:.0f} s ({reason}). "
+                    "Start it (make tracking-server for logger=server), point MLFLOW_TRACKING_URI at a running one, "
+                    "or use the embedded store (logger=mlflow)."
+                ) from None  # the cause's text holds the URI unredacted
+            if not waited:
+                log.warning(
+                    "The tracking store %s does not answer (%s); waiting up to %.0f s for it",
+                    redact(tracking_uri),
+                    reason,
+                    CONNECT_WAIT_S,
+                )
+            waited = True
+            time.sleep(CONNECT_RETRY_S)
 
 
 @contextmanager
