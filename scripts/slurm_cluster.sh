@@ -98,7 +98,11 @@ cmd_start() {
     install_packages
     write_config
     start_munge
-    running slurmctld || /usr/sbin/slurmctld
+    if running slurmctld; then
+        scontrol reconfigure # a cluster started by an older version of this script takes the config just written
+    else
+        /usr/sbin/slurmctld
+    fi
     running slurmd || /usr/sbin/slurmd
     for _ in $(seq 100); do
         state=$(sinfo -h -n "$HOST" -o %t 2>/dev/null || true)
