@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 
+from lmlab.atomic_file import write_text_atomic
 from lmlab.tracking.identity import redact
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ def use_quick_http() -> None:
     """HTTP_DEFAULTS for this process, unless the user set those variables."""
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+
+
+def outage_reason(err: BaseException) -> str:
+    """An outage error's first line for a log message, without credentials (the text may hold the URI)."""
+    return redact(str(err).splitlines()[0])[:300]
 
 
 def backend_unavailable(err: BaseException) -> bool:
@@ -102,7 +108,8 @@ class BufferedClient:
                     getattr(self._client, method)(*args, **kwargs)
                 done += 1
         except Exception as err:
-            _rewrite(self.pending, lines[done:])  # what was delivered is never delivered twice
+            # What was delivered is never delivered twice.
+            write_text_atomic(self.pending, "".join(f"{line}\n" for line in lines[done:]))
             if not backend_unavailable(err):
                 raise
             self._backend_failed(err)
@@ -116,7 +123,7 @@ class BufferedClient:
             log.warning(
                 "The tracking backend %s is unavailable (%s); training goes on, writes are kept in %s",
                 redact(self.tracking_uri),
-                redact(str(err).splitlines()[0])[:300],
+                outage_reason(err),
                 self.pending,
             )
         self._retry_at = time.monotonic() + self.retry_s
@@ -127,12 +134,6 @@ class BufferedClient:
             f.write(json.dumps(_encode(method, args, kwargs)) + "\n")
             f.flush()
             os.fsync(f.fileno())
-
-
-def _rewrite(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{line}\n" for line in lines))
-    os.replace(tmp, path)
 
 
 def _to_json(value: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,8 @@ from pathlib import Path
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from lmlab.tracking.buffered import PENDING_FILE, BufferedClient, backend_unavailable, use_quick_http
+from lmlab.atomic_file import write_text_atomic
+from lmlab.tracking.buffered import PENDING_FILE, BufferedClient, backend_unavailable, outage_reason, use_quick_http
 from lmlab.tracking.identity import redact
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _connect(tracking_uri: str) -> MlflowClient:
         except Exception as err:
             if not backend_unavailable(err):
                 raise
-            reason = redact(str(err).splitlines()[0])[:300]
+            reason = outage_reason(err)
             if time.monotonic() >= deadline:
                 raise TrackingUnavailable(
                     f"The tracking store {redact(tracking_uri)} did not answer for {CONNECT_WAIT_S:.0f} s ({reason}). "
@@ -176,7 +176,4 @@ def _read_run_file(run_dir: Path) -> dict | None:
 
 
 def _write_run_file(run_dir: Path, content: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, run_dir / RUN_FILE)
+    write_text_atomic(run_dir / RUN_FILE, json.dumps(content, indent=2))

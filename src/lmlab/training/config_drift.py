@@ -4,10 +4,10 @@ whose config differs is refused (naming every difference) unless `allow_config_c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from lmlab.atomic_file import write_text_atomic
 from lmlab.tracking.identity import flatten
 
 CONFIG_FILE = "run_config.json"
@@ -16,10 +16,7 @@ RUN_CONTROL = ("resume", "ckpt_path", "allow_config_change", "trainer.enable_pro
 
 
 def record_config(run_dir: Path, resolved: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(_computed(resolved), indent=1, sort_keys=True))
-    os.replace(tmp, run_dir / CONFIG_FILE)
+    write_text_atomic(run_dir / CONFIG_FILE, json.dumps(_computed(resolved), indent=1, sort_keys=True))
 
 
 def config_changes(run_dir: Path, resolved: dict[str, Any]) -> dict[str, list[str | None]]:
