@@ -100,6 +100,18 @@ def test_the_deliver_command_sends_what_a_finished_run_kept(store, tmp_path, mon
     assert _steps(client, run_id) == [7]
 
 
+def test_the_deliver_command_names_an_unavailable_store_without_its_password(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / PENDING_FILE).write_text(json.dumps({"method": "set_tag", "args": ["0" * 32, "k", "v"], "kwargs": {}}))
+    uri = f"http://alice:s3cret@127.0.0.1:{_free_port()}"
+    (run_dir / RUN_FILE).write_text(json.dumps({"tracking_uri": uri, "run_id": "0" * 32}))
+    assert deliver_module.main([str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "http://alice:***@127.0.0.1" in err and "s3cret" not in err
+    assert (run_dir / PENDING_FILE).exists()
+
+
 def test_a_corrupt_kept_line_is_named_and_what_was_delivered_is_not_sent_again(store, tmp_path):
     uri, client, run_id = store
     pending = tmp_path / PENDING_FILE

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from lmlab.tracking.buffered import PENDING_FILE, BufferedClient
+from lmlab.tracking.identity import redact
 from lmlab.tracking.mlflow_run import RUN_FILE
 
 
@@ -22,11 +23,12 @@ def deliver(run_dir: Path) -> bool:
         tracking_uri = json.loads((run_dir / RUN_FILE).read_text())["tracking_uri"]
     except (OSError, ValueError, KeyError) as err:
         raise SystemExit(f"{run_dir / RUN_FILE}: cannot read the run's tracking URI ({err})") from None
+    shown = redact(tracking_uri)
     count = sum(1 for line in pending.read_text().splitlines() if line.strip())
     if BufferedClient(tracking_uri, pending).deliver(force=True):
-        print(f"{run_dir}: delivered {count} kept writes to {tracking_uri}")
+        print(f"{run_dir}: delivered {count} kept writes to {shown}")
         return True
-    print(f"{run_dir}: {tracking_uri} is still unavailable; the writes stay in {pending}", file=sys.stderr)
+    print(f"{run_dir}: {shown} is still unavailable; the writes stay in {pending}", file=sys.stderr)
     return False
 
 
