@@ -4,19 +4,21 @@ import os
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lmlab.finetuning.config import register_finetune_configs
+from lmlab.entry import run_job
+from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
 from lmlab.finetuning.run import finetune
+from lmlab.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 register_finetune_configs()
+guard_compositions("finetune", FinetuneConfig)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="finetune")
 def main(cfg: DictConfig) -> float:
-    metrics = finetune(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run_job(cfg, finetune)
     return metrics.get("val/loss", float("nan"))
 
 

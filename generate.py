@@ -5,18 +5,28 @@ import os
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
-from lmlab.generation import GenerationConfig, complete, load_run
+from lmlab.config_schema import parse
+from lmlab.entry import run_job
+from lmlab.generation import GenerateConfig, complete, load_run
+from lmlab.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
+ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
+guard_compositions("generate", GenerateConfig)
+
+
+def generate(cfg: DictConfig, _: Path) -> None:
+    c = parse(cfg, GenerateConfig)
+    run = load_run(c.run, c.tracking_uri)
+    print(c.prompt + " " + complete(run, c.prompt, c.generation, c.seed))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    generation = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GenerationConfig), cfg.generation))
-    run = load_run(str(cfg.run), cfg.tracking_uri)
-    print(cfg.prompt + " " + complete(run, cfg.prompt, generation, cfg.seed))
+    run_job(cfg, generate, owns_run_dir=False)
 
 
 if __name__ == "__main__":

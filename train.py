@@ -4,19 +4,21 @@ import os
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from lmlab.training.config import register_configs
+from lmlab.entry import run_job
+from lmlab.hydra_guard import guard_compositions
+from lmlab.training.config import TrainConfig, register_configs
 from lmlab.training.run import pretrain
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 register_configs()
+guard_compositions("config", TrainConfig)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    metrics = pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))
+    metrics = run_job(cfg, pretrain)
     return metrics.get("val/loss", float("nan"))
 
 

@@ -11,7 +11,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-from lmlab.training.config import TrainConfig, check_compatible, job_dirname
+from lmlab.config_schema import validate_tree
+from lmlab.training.config import TrainConfig, job_dirname
 
 from .conftest import CONF, ROOT, run_env
 
@@ -29,7 +30,7 @@ def test_every_option_of_every_group_composes_and_validates(compose_config, grou
         conf: TrainConfig = OmegaConf.to_object(cfg)
         if group == "data" and option == "text":
             conf.data.files = ["any.txt"]
-        check_compatible(conf)
+        validate_tree(conf)
 
 
 def test_every_objective_yaml_is_a_known_objective(compose_config):
@@ -43,7 +44,7 @@ def test_objective_picks_its_layout_whatever_the_model_size(compose_config, obje
     for model in _options("model"):
         conf = OmegaConf.to_object(compose_config(f"model={model}", f"objective={objective}"))
         assert conf.model.layout == layout
-        check_compatible(conf)
+        validate_tree(conf)
 
 
 def test_paths_are_absolute_under_the_project_root(compose_config, project):
@@ -76,7 +77,7 @@ def test_misspelt_key_and_wrong_type_fail_at_composition(compose_config):
 def test_incompatible_settings_name_the_conflict(compose_config, overrides, message):
     conf = OmegaConf.to_object(compose_config(*overrides))
     with pytest.raises(ValueError, match=message):
-        check_compatible(conf)
+        validate_tree(conf)
 
 
 def test_job_dirname_is_deterministic_and_safe():

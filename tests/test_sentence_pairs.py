@@ -74,11 +74,11 @@ def test_segment_positions_follow_the_pair_label(name, tokenizer, synthetic_data
 def test_pair_objectives_need_segment_embeddings(tokenizer, compose_config):
     from omegaconf import OmegaConf
 
+    from lmlab.config_schema import validate_tree
     from lmlab.models import ModelConfig
-    from lmlab.training.config import check_compatible
 
     conf = OmegaConf.to_object(compose_config("objective=nsp"))
-    check_compatible(conf)
+    validate_tree(conf)
     assert conf.model.segments == 2
     with pytest.raises(ValueError, match="model.segments=2"):
         build_objective({"name": "nsp"}, tokenizer).build_head(ModelConfig(segments=0, vocab_size=10))

@@ -100,6 +100,9 @@ def server() -> Iterator[Server]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log", ".txt")
+
+
 def _train(root: Path, server: Server, *overrides: str, tracking_uri: str | None = None) -> list[str]:
     env = {**run_env(root), "MLFLOW_TRACKING_URI": tracking_uri or server.uri}
     return [sys.executable, "train.py", *TINY, "logger=server", *overrides], env
@@ -124,6 +127,13 @@ def test_a_run_is_stored_in_postgresql_and_no_credential_reaches_its_params(tmp_
     recorded = json.dumps([run.data.params, run.data.tags]) + config
     for credential in (secret, server.db_password()):
         assert credential not in recorded
+    # Nor anywhere else a URI could land: the run's name and tags, its files (tracking.json, the log, Hydra's saved
+    # config, run_config.json), and what the command printed.
+    run_dir = Path(run.data.tags["lmlab.run_dir"])
+    on_disk = "".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.suffix in TEXT_SUFFIXES)
+    assert (run_dir / "tracking.json").is_file() and (run_dir / "train.log").is_file()
+    assert secret not in on_disk + done.stdout + done.stderr + run.info.run_name + json.dumps(run.data.tags)
+    assert "alice:***@" in (run_dir / "tracking.json").read_text()
 
 
 def test_training_goes_on_while_the_server_is_killed_and_every_metric_arrives(tmp_path, server):
@@ -148,7 +158,9 @@ def test_training_goes_on_while_the_server_is_killed_and_every_metric_arrives(tm
         deadline = time.monotonic() + 60
         while not pending.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert pending.exists() and job.poll() is None, "training should go on, keeping its metrics"
+        # Training goes on (or has already finished) with its metrics kept; whether it is still running now is
+        # the machine's speed, not the property under test.
+        assert pending.exists(), "training should go on, keeping its metrics"
         server.script("start")
         _, stderr = job.communicate(timeout=600)
     finally:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from lmlab.config_schema import validate_tree
 from lmlab.data.blocks import example_rng
 from lmlab.data.tokenizer import NLG, NLU, S2S
 from lmlab.objectives import build_objective
 from lmlab.objectives.base import IGNORE
-from lmlab.training.config import check_compatible
 
 
 def test_ul2_draws_each_denoiser_by_weight_and_announces_it(tokenizer, synthetic_data):
@@ -62,7 +62,7 @@ def test_mixture_components_must_share_a_layout(compose_config):
         compose_config("objective=mixture", "model.layout=encoder", "objective.components=[{name: mlm}, {name: clm}]")
     )
     with pytest.raises(ValueError, match="share one backbone layout"):
-        check_compatible(conf)
+        validate_tree(conf)
     ok = OmegaConf.to_object(
         compose_config(
             "objective=mixture",
@@ -70,4 +70,4 @@ def test_mixture_components_must_share_a_layout(compose_config):
             "objective.components=[{name: mlm}, {name: electra, weight: 2}]",
         )
     )
-    check_compatible(ok)
+    validate_tree(ok)

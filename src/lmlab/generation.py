@@ -7,13 +7,14 @@ into `ModelConfig` field by field; nothing read back is instantiated by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from lmlab.data.tokenizer import CLS, S2S, SEP
+from lmlab.errors import InputError
 from lmlab.models import Backbone
 from lmlab.training.exported import load_export
 
@@ -32,9 +33,25 @@ class GenerationConfig:
 
     def validate(self) -> None:
         if self.strategy not in ("greedy", "sample", "beam"):
-            raise ValueError(f"strategy={self.strategy!r} is not supported; expected greedy, sample or beam")
+            raise InputError(f"strategy={self.strategy!r} is not supported; expected greedy, sample or beam")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.num_beams < 1:
-            raise ValueError("need temperature > 0, 0 < top_p <= 1, top_k >= 0 and num_beams >= 1")
+            raise InputError(
+                "generation needs temperature > 0, 0 < top_p <= 1, top_k >= 0 and num_beams >= 1; got "
+                f"temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k}, num_beams={self.num_beams}"
+            )
+        if self.max_new_tokens < 1:
+            raise InputError(f"generation.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class GenerateConfig:
+    """Schema of `generate.py` (conf/generate.yaml)."""
+
+    run: str = "???"  # an export dir, a run output dir or an MLflow run id
+    prompt: str = "???"
+    seed: int = 0
+    tracking_uri: str = ""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 
 @dataclass
@@ -65,14 +82,15 @@ def generate(
     output, which starts with `start_id`."""
     cfg.validate()
     if backbone.cfg.layout not in GENERATIVE_LAYOUTS:
-        raise ValueError(
+        raise InputError(
             f"generation needs model.layout in {list(GENERATIVE_LAYOUTS)}; this run is "
             f"{backbone.cfg.layout} (an {backbone.cfg.layout} predicts masked tokens, not next tokens)"
         )
+    _check_length(backbone.cfg.layout, prompt.shape[1], cfg.max_new_tokens, backbone.cfg.max_positions)
     step = _Stepper(backbone, prompt)
     if step.memory is not None:
         if start_id is None:
-            raise ValueError("an encoder-decoder needs start_id, the decoder's first token")
+            raise InputError("an encoder-decoder needs start_id, the decoder's first token")
         prompt = torch.tensor([[start_id]], device=prompt.device)
     if cfg.strategy == "beam":
         return _beam_search(step, prompt, cfg, stop_id)
@@ -88,6 +106,25 @@ def generate(
             break
         logits = step(token, ids)
     return ids
+
+
+def _check_length(layout: str, prompt_len: int, max_new_tokens: int, max_positions: int) -> None:
+    """Refuse before decoding a generation that would run past the model's positions halfway through."""
+    if layout == "encoder_decoder":
+        if prompt_len > max_positions:
+            raise InputError(
+                f"the prompt is {prompt_len} tokens, more than this run's model.max_positions={max_positions}; "
+                "shorten the prompt"
+            )
+        needed, what = 1 + max_new_tokens, "the decoder's start token"
+    else:
+        needed, what = prompt_len + max_new_tokens, f"the prompt's {prompt_len} tokens"
+    if needed > max_positions:
+        raise InputError(
+            f"{what} + generation.max_new_tokens={max_new_tokens} = {needed} positions, more than this run's "
+            f"model.max_positions={max_positions}; set generation.max_new_tokens <= "
+            f"{max_positions - needed + max_new_tokens} or shorten the prompt"
+        )
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -164,7 +201,7 @@ def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) 
     tok = run.tokenizer
     ids = tok.encode(prompt, add_special_tokens=False).ids
     if not ids:
-        raise ValueError("the prompt is empty after tokenization")
+        raise InputError("the prompt is empty after tokenization")
     stop_id = tok.token_to_id(SEP) if cfg.stop_at_sep else None
     generator = torch.Generator().manual_seed(seed)
     if run.backbone.cfg.layout == "encoder_decoder":

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lmlab.errors import InputError
+
 
 @dataclass(frozen=True)
 class TokenStream:
@@ -74,7 +76,7 @@ class PackedBlocks:
 
     def __init__(self, stream: TokenStream, block_size: int, pad_id: int) -> None:
         if len(stream.tokens) == 0:
-            raise ValueError("cannot cut blocks from an empty token stream")
+            raise InputError("cannot cut blocks from an empty token stream")
         self.stream = stream
         self.block_size = block_size
         self.pad_id = pad_id

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lmlab.config_schema import choice
+from lmlab.errors import InputError
+
 SOURCES = ("synthetic", "files", "hub")
 DOCUMENT_SPLITTING = ("line", "paragraph", "wikitext")
 TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
@@ -64,20 +67,15 @@ class DataConfig:
     num_workers: int = 0
 
     def validate(self) -> None:
-        _choice("data.source", self.source, SOURCES)
-        _choice("data.documents", self.documents, DOCUMENT_SPLITTING)
-        _choice("data.tokenizer.kind", self.tokenizer.kind, TOKENIZER_KINDS)
+        choice("data.source", self.source, SOURCES)
+        choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        choice("data.tokenizer.kind", self.tokenizer.kind, TOKENIZER_KINDS)
         if self.source == "files" and not self.files:
-            raise ValueError("data.source=files needs data.files=[path, ...]; none given")
+            raise InputError("data.source=files needs data.files=[path, ...]; none given")
         if self.source == "hub" and not self.hub.path:
-            raise ValueError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
+            raise InputError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
         if not 0.0 < self.validation_fraction < 0.5:
-            raise ValueError(f"data.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
+            raise InputError(f"data.validation_fraction must be in (0, 0.5), got {self.validation_fraction}")
         for key in ("block_size", "batch_size"):
             if getattr(self, key) < 1:
-                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")
+                raise InputError(f"data.{key} must be >= 1, got {getattr(self, key)}")

@@ -15,10 +15,15 @@ from pathlib import Path
 from lmlab.data.cache import file_digest, fingerprint
 from lmlab.data.config import DataConfig
 from lmlab.data.synthetic import GENERATOR_VERSION, World
+from lmlab.data.text_files import MAX_LINE_BYTES, inspect_text_file
+from lmlab.errors import InputError, MissingInputFile
 
 SPLITS = ("train", "validation")
 _FILE_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
+# Part of a files corpus' fingerprint: caches of text read differently (v1 split paragraphs on "\n\n" only) are
+# not reused.
+_TEXT_READER_VERSION = 2
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Corpus:
     def documents(self, split: str) -> Iterator[str]:
         """A fresh iterator over the non-empty documents of `split` (train or validation)."""
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+            raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
         for doc in self._documents(split):
             doc = doc.strip()
             if doc:
@@ -63,34 +68,51 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
     paths = [Path(f).expanduser().resolve() for f in cfg.files]
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"data.files: {path} does not exist or is not a file")
+            raise MissingInputFile(f"data.files: {path} does not exist or is not a file")
     suffixes = {p.suffix.lower() for p in paths}
     unknown = suffixes - set(_FILE_FORMATS)
     if unknown or len({_FILE_FORMATS[s] for s in suffixes - unknown}) > 1:
-        raise ValueError(
+        raise InputError(
             f"data.files must all have one of the formats {sorted(_FILE_FORMATS)} (one format per run); "
             f"got suffixes {sorted(suffixes)}"
         )
     builder = _FILE_FORMATS[paths[0].suffix.lower()]
+    if builder != "parquet":
+        for path in paths:
+            # A .txt line is read whole (a document, or part of one); a JSON line is one record however long.
+            inspect_text_file(path, "data.files", MAX_LINE_BYTES if builder == "text" else None)
 
     def documents(split: str) -> Iterator[str]:
         import datasets
 
-        kwargs = {"sample_by": "line" if cfg.documents == "wikitext" else cfg.documents}
-        ds = datasets.load_dataset(
-            builder,
-            data_files=[str(p) for p in paths],
-            split="train",
-            cache_dir=str(hf_cache_dir),
-            **(kwargs if builder == "text" else {}),
-        )
+        try:
+            ds = datasets.load_dataset(
+                builder,
+                data_files=[str(p) for p in paths],
+                split="train",
+                cache_dir=str(hf_cache_dir),
+                # Text is read line by line and grouped here: whitespace-only lines separate paragraphs too.
+                **({"sample_by": "line", "encoding": "utf-8-sig"} if builder == "text" else {}),
+            )
+        except datasets.exceptions.DatasetGenerationError as err:
+            cause = err.__cause__ or err
+            raise InputError(
+                f"data.files {[str(p) for p in paths]} could not be read as {builder}: {type(cause).__name__}: {cause}"
+            ) from err
         _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in paths]}")
-        docs = _group(ds[cfg.text_column], cfg.documents)
+        docs = _group(ds[cfg.text_column], cfg.documents) if builder == "text" else ds[cfg.text_column]
         yield from _stride_split(docs, split, cfg)
 
     digests = [file_digest(p) for p in paths]
     fp = fingerprint(
-        "files", digests, builder, cfg.documents, cfg.text_column, cfg.validation_fraction, cfg.max_documents
+        "files",
+        _TEXT_READER_VERSION,
+        digests,
+        builder,
+        cfg.documents,
+        cfg.text_column,
+        cfg.validation_fraction,
+        cfg.max_documents,
     )
     return Corpus(fp, f"local files {[p.name for p in paths]}", documents)
 
@@ -109,16 +131,16 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
                 h.path, h.name, revision=h.revision, streaming=h.streaming, cache_dir=str(hf_cache_dir)
             )
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"data.hub.path={h.path!r} (name={h.name!r}) could not be loaded: {err}") from err
+        raise MissingInputFile(f"data.hub.path={h.path!r} (name={h.name!r}) could not be loaded: {err}") from err
     except ConnectionError as err:
         raise ConnectionError(
             f"data.hub.path={h.path!r} could not be downloaded (no network?). Pre-download it, or save it with "
             f"`save_to_disk` and pass that directory as data.hub.path. Cause: {err}"
         ) from err
     if h.train_split not in loaded:
-        raise ValueError(f"data.hub.train_split={h.train_split!r} not in {h.path}; splits: {list(loaded)}")
+        raise InputError(f"data.hub.train_split={h.train_split!r} not in {h.path}; splits: {list(loaded)}")
     if h.validation_split is not None and h.validation_split not in loaded:
-        raise ValueError(
+        raise InputError(
             f"data.hub.validation_split={h.validation_split!r} not in {h.path}; splits: {list(loaded)} "
             "(set it to null to hold out part of the training split)"
         )
@@ -126,10 +148,10 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
 
     def documents(split: str) -> Iterator[str]:
         if h.validation_split is None:
-            yield from _stride_split(_group(_column(loaded[h.train_split], cfg.text_column), cfg.documents), split, cfg)
+            yield from _stride_split(_rows_as_documents(loaded[h.train_split], cfg), split, cfg)
             return
         name = h.train_split if split == "train" else h.validation_split
-        yield from islice(_group(_column(loaded[name], cfg.text_column), cfg.documents), cfg.max_documents)
+        yield from islice(_rows_as_documents(loaded[name], cfg), cfg.max_documents)
 
     identity = [getattr(loaded[s], "_fingerprint", None) for s in loaded] if not h.streaming else []
     fp = fingerprint(
@@ -138,24 +160,38 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
     return Corpus(fp, f"dataset {h.path}" + (f" ({h.name})" if h.name else ""), documents)
 
 
-def _column(ds, column: str) -> Iterator[str]:
-    for row in ds:
-        yield row[column]
+def _rows_as_documents(ds, cfg: DataConfig) -> Iterator[str]:
+    """A dataset's rows are its documents, except for `wikitext`, whose rows are lines of articles."""
+    texts = (row[cfg.text_column] for row in ds)
+    return _group(texts, "wikitext") if cfg.documents == "wikitext" else texts
 
 
 def _require_column(columns: list[str] | None, column: str, where: str) -> None:
     if columns is not None and column not in columns:
-        raise ValueError(f"{where} has no column {column!r} (data.text_column); columns: {columns}")
+        raise InputError(f"{where} has no column {column!r} (data.text_column); columns: {columns}")
 
 
 def _group(lines: Iterable[str], mode: str) -> Iterator[str]:
-    """Rows are documents, except for `wikitext`, whose rows are lines grouped into articles by their titles."""
-    if mode != "wikitext":
+    """Text lines as documents: each non-blank line (`line`), each run of non-blank lines between blank or
+    whitespace-only ones (`paragraph`), or each WikiText article, from one ` = Title = ` line to the next
+    (`wikitext`)."""
+    if mode == "line":
         yield from lines
+        return
+    if mode == "paragraph":
+        paragraph: list[str] = []
+        for line in lines:
+            if line.strip():
+                paragraph.append(line.rstrip("\r\n"))
+            elif paragraph:
+                yield "\n".join(paragraph)
+                paragraph = []
+        if paragraph:
+            yield "\n".join(paragraph)
         return
     article: list[str] = []
     for line in lines:
-        if _WIKITEXT_TITLE.match(line.rstrip("\n")) and any(s.strip() for s in article):
+        if _WIKITEXT_TITLE.match(line.rstrip("\r\n")) and any(s.strip() for s in article):
             yield "".join(article)
             article = []
         article.append(line if line.endswith("\n") else line + "\n")

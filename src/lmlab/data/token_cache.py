@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from lmlab.data.cache import atomic_directory, fingerprint
 from lmlab.data.corpus import Corpus
 from lmlab.data.tokenizer import SEP, TrainedTokenizer
+from lmlab.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def load_or_build(corpus: Corpus, tokenizer: TrainedTokenizer, split: str, cache
                 progress.update(len(chunk))
             progress.close()
         if len(offsets) == 1:
-            raise ValueError(f"the {split} split of {corpus.description} is empty: it has no non-blank documents")
+            raise InputError(
+                f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus without "
+                "its own validation split holds out every round(1/data.validation_fraction)-th document, so it needs "
+                "at least that many; data.documents (line, paragraph, wikitext) says what one document is"
+            )
         np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         np.save(tmp / "sentences.npy", np.concatenate(sentences).astype(np.int64))
         meta = {

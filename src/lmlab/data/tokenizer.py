@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from lmlab.data.cache import atomic_directory, file_digest, fingerprint
 from lmlab.data.config import TokenizerConfig
 from lmlab.data.corpus import Corpus
+from lmlab.errors import InputError, MissingInputFile
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class TrainedTokenizer:
     def token_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)
         if token_id is None:
-            raise ValueError(f"tokenizer {self.path} has no special token {token}")
+            raise InputError(f"tokenizer {self.path} has no special token {token}")
         return token_id
 
     @property
@@ -81,10 +82,10 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
     if cfg.path:
         return _load(Path(cfg.path).expanduser())
     if cfg.sentinels < 0:
-        raise ValueError(f"data.tokenizer.sentinels must be >= 0, got {cfg.sentinels}")
+        raise InputError(f"data.tokenizer.sentinels must be >= 0, got {cfg.sentinels}")
     n_special = len(SPECIAL_TOKENS) + cfg.sentinels
     if cfg.vocab_size <= n_special:
-        raise ValueError(
+        raise InputError(
             f"data.tokenizer.vocab_size={cfg.vocab_size} is too small: it must exceed the {n_special} special "
             f"tokens {list(SPECIAL_TOKENS)} + {cfg.sentinels} sentinels (data.tokenizer.sentinels)"
         )
@@ -97,7 +98,7 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
     tokenizer, trainer = _new_tokenizer(cfg)
     tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
     if tokenizer.get_vocab_size() <= n_special:
-        raise ValueError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
+        raise InputError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
     with atomic_directory(final) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
     log.info("Saved tokenizer %s with %d tokens to %s", fp, tokenizer.get_vocab_size(), final)
@@ -106,15 +107,15 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
 
 def _load(path: Path) -> TrainedTokenizer:
     if not path.is_file():
-        raise FileNotFoundError(f"data.tokenizer.path: {path} does not exist")
+        raise MissingInputFile(f"data.tokenizer.path: {path} does not exist")
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as err:
-        raise ValueError(f"data.tokenizer.path: {path} is not a valid tokenizer.json: {err}") from err
+        raise InputError(f"data.tokenizer.path: {path} is not a valid tokenizer.json: {err}") from err
     loaded = TrainedTokenizer(tokenizer, file_digest(path)[:16], path)
     missing = [t for t in (PAD, UNK, CLS, SEP, MASK) if tokenizer.token_to_id(t) is None]
     if missing:
-        raise ValueError(f"data.tokenizer.path: {path} lacks the special tokens {missing}")
+        raise InputError(f"data.tokenizer.path: {path} lacks the special tokens {missing}")
     log.info("Loaded tokenizer %s from %s", loaded.fingerprint, path)
     return loaded
 

@@ -6,12 +6,16 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from lmlab.config_schema import at_least, choice
 from lmlab.data.config import DataConfig, WorldConfig
+from lmlab.errors import InputError
 from lmlab.models import ModelConfig
 from lmlab.tasks import FAMILIES
 from lmlab.training.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
 
 SOURCES = ("synthetic", "files", "hub")
+SYNTHETIC_TEXTS = ("document", "snippet", "mention")
+SYNTHETIC_LABELS = ("topic", "sentiment")
 
 
 @dataclass
@@ -62,30 +66,37 @@ class TaskConfig:
     max_target_length: int = 64
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"task.family={self.family!r} is not supported; expected one of {list(FAMILIES)}")
-        if self.source not in SOURCES:
-            raise ValueError(f"task.source={self.source!r} is not supported; expected one of {list(SOURCES)}")
+        choice("task.family", self.family, tuple(FAMILIES))
+        choice("task.source", self.source, SOURCES)
+        if self.source == "synthetic":
+            choice("task.synthetic_text", self.synthetic_text, SYNTHETIC_TEXTS)
+            if self.family == "classification":
+                choice("task.label_field", self.label_field, SYNTHETIC_LABELS)
+            at_least("task.train_examples", self.train_examples, 1)
+            at_least("task.validation_examples", self.validation_examples, 1)
+        at_least("task.batch_size", self.batch_size, 1)
+        if not 0 <= self.head_dropout < 1:
+            raise InputError(f"task.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.source == "files" and not (self.train_file and self.validation_file):
-            raise ValueError("task.source=files needs task.train_file and task.validation_file")
+            raise InputError("task.source=files needs task.train_file and task.validation_file")
         if self.source == "hub" and not self.hub_path:
-            raise ValueError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
+            raise InputError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
         if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise ValueError(f"task.max_train_examples must be >= 1, got {self.max_train_examples}")
+            raise InputError(f"task.max_train_examples must be >= 1, got {self.max_train_examples}")
         if self.max_length < 4:
-            raise ValueError(f"task.max_length must be >= 4, got {self.max_length}")
+            raise InputError(f"task.max_length must be >= 4, got {self.max_length}")
         if self.family == "extractive_qa":
             room = self.max_length - self.max_question_length - 3
             if not 1 <= self.doc_stride <= room:
-                raise ValueError(
+                raise InputError(
                     f"task.doc_stride={self.doc_stride} must be in [1, {room}]: the context room that task.max_length="
                     f"{self.max_length} leaves after task.max_question_length={self.max_question_length} and 3 "
                     "special tokens (a larger stride would skip context)"
                 )
             if self.max_answer_length < 1:
-                raise ValueError(f"task.max_answer_length must be >= 1, got {self.max_answer_length}")
+                raise InputError(f"task.max_answer_length must be >= 1, got {self.max_answer_length}")
         if self.family == "seq2seq" and self.max_target_length < 2:
-            raise ValueError(f"task.max_target_length must be >= 2, got {self.max_target_length}")
+            raise InputError(f"task.max_target_length must be >= 2, got {self.max_target_length}")
 
 
 @dataclass
@@ -102,6 +113,13 @@ class FinetuneConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "finetune"
     seed: int = 0
+
+    def validate(self) -> None:
+        if self.pretrained.lower() == "none" and self.task.max_length > self.model.max_positions:
+            raise InputError(
+                f"task.max_length={self.task.max_length} exceeds model.max_positions={self.model.max_positions}; "
+                "lower task.max_length or raise model.max_positions"
+            )
 
 
 def register_finetune_configs() -> None:

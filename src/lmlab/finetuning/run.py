@@ -15,17 +15,20 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_model
 from torch.utils.data import DataLoader
 
+from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import ValidateOnLastStep
+from lmlab.config_schema import parse
 from lmlab.data.cache import file_digest
 from lmlab.data.corpus import build_corpus
 from lmlab.data.tokenizer import TrainedTokenizer, load_or_train_tokenizer
+from lmlab.errors import InputError
 from lmlab.finetuning.config import FinetuneConfig
 from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
 from lmlab.tracking.identity import flatten, job_tags, redacted
-from lmlab.tracking.mlflow_run import MlflowRun, open_run
+from lmlab.tracking.mlflow_run import MlflowRun, check_store, open_run
 from lmlab.training.exported import WEIGHTS_FILE, load_export
 from lmlab.training.targets import check_targets
 from lmlab.training.trainer import build_trainer, lightning_logger
@@ -48,11 +51,11 @@ def starting_point(conf: FinetuneConfig) -> StartingPoint:
         tokenizer = load_or_train_tokenizer(build_corpus(conf.data, cache / "hf"), conf.data.tokenizer, cache)
         backbone = Backbone(replace(conf.model, vocab_size=tokenizer.vocab_size))
         return StartingPoint(backbone, tokenizer, {"lmlab.pretrained": "none", "lmlab.pretrained_objective": "none"})
-    exported = load_export(conf.pretrained, conf.logger.tracking_uri)
+    exported = load_export(conf.pretrained, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
     if conf.data.tokenizer.path:
         theirs, ours = file_digest(exported.tokenizer.path), file_digest(conf.data.tokenizer.path)
         if theirs != ours:
-            raise ValueError(
+            raise InputError(
                 f"data.tokenizer.path={conf.data.tokenizer.path} (sha256 {ours[:16]}) is not the tokenizer of "
                 f"pretrained={conf.pretrained} (sha256 {theirs[:16]}, fingerprint {exported.tokenizer.fingerprint}); "
                 "a pretrained backbone only understands its own tokenizer — drop data.tokenizer.path"
@@ -87,8 +90,9 @@ def _loader(features: list[dict[str, np.ndarray]], batch_size: int, shuffle: boo
 def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fine-tune as configured, writing the run under `run_dir`; returns the final validation metrics."""
     check_targets(OmegaConf.to_container(cfg, resolve=False))
-    conf: FinetuneConfig = OmegaConf.to_object(cfg)
-    conf.task.validate()
+    conf = parse(cfg, FinetuneConfig)
+    if conf.logger.kind == "mlflow":
+        check_store(conf.logger.tracking_uri)
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
     start = starting_point(conf)
@@ -111,6 +115,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     main_metric = conf.task.main_metric or cls.main_metric
 
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
+    check_writable_dir(run_dir / "export", "the export directory")
     tracked = _open_tracking(conf, run_dir, resolved, start, labels, main_metric)
     logger = lightning_logger(conf.logger, run_dir, tracked)
     trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
@@ -119,7 +124,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         trainer.validate(module, val_loader, verbose=False)
         if f"val/{main_metric}" not in trainer.callback_metrics:
             found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
-            raise ValueError(
+            raise InputError(
                 f"task.main_metric={main_metric!r} is not a metric of {conf.task.family}; it reports {found}"
             )
         trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)

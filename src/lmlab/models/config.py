@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmlab.config_schema import choice
+from lmlab.errors import InputError
+
 # encoder: bidirectional attention; decoder: causal attention (position t sees positions <= t);
 # prefix_lm: bidirectional over each example's prefix, causal after it; encoder_decoder: a bidirectional
 # encoder and a causal decoder (n_layers each, as in T5) that cross-attends to the encoder's output.
@@ -50,40 +53,35 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the bad key and what was expected."""
-        _choice("model.layout", self.layout, LAYOUTS)
-        _choice("model.norm_position", self.norm_position, NORM_POSITIONS)
-        _choice("model.norm", self.norm, NORMS)
-        _choice("model.feed_forward", self.feed_forward, FEED_FORWARDS)
-        _choice("model.activation", self.activation, ACTIVATIONS)
-        _choice("model.positions", self.positions, POSITIONS)
-        _choice("model.mixer", self.mixer, MIXERS)
+        choice("model.layout", self.layout, LAYOUTS)
+        choice("model.norm_position", self.norm_position, NORM_POSITIONS)
+        choice("model.norm", self.norm, NORMS)
+        choice("model.feed_forward", self.feed_forward, FEED_FORWARDS)
+        choice("model.activation", self.activation, ACTIVATIONS)
+        choice("model.positions", self.positions, POSITIONS)
+        choice("model.mixer", self.mixer, MIXERS)
         for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_positions", "kernel_size", "relative_buckets"):
             if getattr(self, key) < 1:
-                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+                raise InputError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise InputError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         if self.positions == "rotary" and (self.d_model // self.n_heads) % 2:
-            raise ValueError(
+            raise InputError(
                 f"model.positions=rotary needs an even head size; d_model/n_heads = {self.d_model // self.n_heads}"
             )
         if self.mixer == "conv":
             if self.layout == "prefix_lm":
-                raise ValueError(
+                raise InputError(
                     "model.mixer=conv does not support model.layout=prefix_lm (a convolution is either causal or "
                     "bidirectional); use model.mixer=attention or another layout"
                 )
             if self.positions in ("rotary", "relative"):
-                raise ValueError(
+                raise InputError(
                     f"model.positions={self.positions} acts inside attention and does nothing with model.mixer=conv; "
                     "use model.positions=learned or sinusoidal"
                 )
         if self.segments < 0:
-            raise ValueError(f"model.segments must be >= 0, got {self.segments}")
+            raise InputError(f"model.segments must be >= 0, got {self.segments}")
         for key in ("dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")
+                raise InputError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")

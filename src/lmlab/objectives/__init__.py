@@ -10,6 +10,7 @@ import pkgutil
 from typing import Any
 
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.objectives.base import Objective, ObjectiveOutput
 
 __all__ = ["Objective", "ObjectiveOutput", "available_objectives", "build_objective", "objective_class"]
@@ -23,7 +24,7 @@ def available_objectives() -> list[str]:
 
 def objective_class(name: str) -> type[Objective]:
     if name not in available_objectives():
-        raise ValueError(f"objective.name={name!r} is not an objective; available: {available_objectives()}")
+        raise InputError(f"objective.name={name!r} is not an objective; available: {available_objectives()}")
     return importlib.import_module(f"{__name__}.{name}").OBJECTIVE
 
 

@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from lmlab.config_schema import unknown_keys, validate_tree
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 
 # The label of a position with nothing to predict.
@@ -49,13 +51,15 @@ class Objective(ABC):
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:
         """Merge the user's `objective` node into the typed schema; unknown keys and bad types are errors."""
+        unknown = unknown_keys(cfg, cls.Config, "objective.")
+        if unknown:
+            raise InputError(f"objective={cfg.get('name')}: " + "; ".join(unknown))
         try:
             merged = OmegaConf.merge(OmegaConf.structured(cls.Config), cfg)
             parsed = OmegaConf.to_object(merged)
         except OmegaConfBaseException as err:
-            raise ValueError(f"invalid objective config for {cls.Config.__name__}: {err}") from err
-        if hasattr(parsed, "validate"):
-            parsed.validate()
+            raise InputError(f"invalid objective config for {cls.Config.__name__}: {err}") from err
+        validate_tree(parsed)
         return parsed
 
     @abstractmethod

@@ -9,6 +9,7 @@ import numpy as np
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.objectives.seq2seq import Seq2SeqObjective
 
 
@@ -21,9 +22,9 @@ class DenoiseConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"objective.mask_ratio must be in [0, 1), got {self.mask_ratio}")
+            raise InputError(f"objective.mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.poisson_lambda <= 0:
-            raise ValueError(f"objective.poisson_lambda must be > 0, got {self.poisson_lambda}")
+            raise InputError(f"objective.poisson_lambda must be > 0, got {self.poisson_lambda}")
 
 
 def permute_sentences(

@@ -12,6 +12,7 @@ from torch import nn
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
 from lmlab.models.stack import Stack, flops_per_token
@@ -31,7 +32,7 @@ class ElectraConfig(MLMConfig):
     def validate(self) -> None:
         super().validate()
         if not 0.0 < self.generator_scale <= 1.0:
-            raise ValueError(f"objective.generator_scale must be in (0, 1], got {self.generator_scale}")
+            raise InputError(f"objective.generator_scale must be in (0, 1], got {self.generator_scale}")
 
 
 def generator_config(cfg: ModelConfig, scale: float) -> ModelConfig:

@@ -13,6 +13,7 @@ from torch import nn
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives import build_objective, objective_class
 from lmlab.objectives.base import Objective, ObjectiveOutput
@@ -33,7 +34,7 @@ def _split(component: Any) -> tuple[dict, float]:
     node = dict(OmegaConf.to_container(component) if OmegaConf.is_config(component) else component)
     weight = float(node.pop("weight", 1.0))
     if not node.get("name") or node["name"] == "mixture" or weight <= 0:
-        raise ValueError(f"objective.components entry {node}: needs a name other than mixture and weight > 0")
+        raise InputError(f"objective.components entry {node}: needs a name other than mixture and weight > 0")
     return node, weight
 
 
@@ -45,14 +46,14 @@ class Mixture(Objective):
         nodes = [_split(c)[0] for c in cfg.get("components", _default_components())]
         layouts = {n["name"]: objective_class(n["name"]).required_layout(n) for n in nodes}
         if len(set(layouts.values())) != 1:
-            raise ValueError(f"a mixture's components must share one backbone layout; got {layouts}")
+            raise InputError(f"a mixture's components must share one backbone layout; got {layouts}")
         return next(iter(layouts.values()))
 
     def __init__(self, cfg: MixtureConfig, tokenizer: TrainedTokenizer) -> None:
         super().__init__(cfg, tokenizer)
         nodes, weights = zip(*(_split(c) for c in cfg.components), strict=True)
         if not nodes:
-            raise ValueError("objective.components is empty")
+            raise InputError("objective.components is empty")
         self.components = [build_objective(node, tokenizer) for node in nodes]
         names = [node["name"] for node in nodes]
         self.labels = [name if names.count(name) == 1 else f"{name}{i}" for i, name in enumerate(names)]
@@ -74,7 +75,7 @@ class Mixture(Objective):
     def _component(self, batch: dict[str, torch.Tensor]) -> int:
         indices = batch["component"]
         if bool((indices != indices[0]).any()):
-            raise ValueError("a mixture batch mixes components; batches must come from EpochSampler keys")
+            raise InputError("a mixture batch mixes components; batches must come from EpochSampler keys")
         return int(indices[0])
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:

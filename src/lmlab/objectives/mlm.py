@@ -10,6 +10,7 @@ from torch import nn
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
 from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
@@ -27,10 +28,10 @@ class MLMConfig:
 
     def validate(self) -> None:
         if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError(f"objective.mask_prob must be in (0, 1), got {self.mask_prob}")
+            raise InputError(f"objective.mask_prob must be in (0, 1), got {self.mask_prob}")
         fracs = (self.mask_token_frac, self.random_token_frac)
         if min(fracs) < 0 or sum(fracs) > 1:
-            raise ValueError(
+            raise InputError(
                 "objective.mask_token_frac and objective.random_token_frac must be >= 0 and sum to <= 1, "
                 f"got {self.mask_token_frac} and {self.random_token_frac}"
             )

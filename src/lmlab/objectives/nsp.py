@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmlab.data.blocks import Block
+from lmlab.errors import InputError
 from lmlab.objectives.sentence_pairs import (
     PairConfig,
     Segments,
@@ -25,7 +26,7 @@ class NSPConfig(PairConfig):
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.random_next_prob <= 1.0:
-            raise ValueError(f"objective.random_next_prob must be in [0, 1], got {self.random_next_prob}")
+            raise InputError(f"objective.random_next_prob must be in [0, 1], got {self.random_next_prob}")
 
 
 class NextSentencePrediction(SentencePairObjective):

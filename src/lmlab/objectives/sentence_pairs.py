@@ -13,6 +13,7 @@ from torch import nn
 
 from lmlab.data.blocks import Block, TokenStream
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 from lmlab.objectives.mlm import MaskedLM, MLMConfig, MLMHead
@@ -65,7 +66,7 @@ def random_segment(
     n_docs = len(stream.document_starts)
     own = int(np.searchsorted(stream.document_starts, avoid[0], side="right")) - 1
     if n_docs < 2:
-        raise ValueError("a random second segment needs a corpus of at least two documents")
+        raise InputError("a random second segment needs a corpus of at least two documents")
     doc = int(rng.integers(n_docs - 1))
     doc += doc >= own
     start, end = stream.document_bounds(int(stream.document_starts[doc]))
@@ -113,7 +114,7 @@ class SentencePairObjective(Objective):
 
     def build_head(self, model_cfg: ModelConfig) -> nn.Module:
         if model_cfg.segments < 2:
-            raise ValueError(
+            raise InputError(
                 f"objective={self.cfg.name} feeds sentence pairs with segment ids; it needs model.segments=2 "
                 f"(model.segments={model_cfg.segments} given)"
             )

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens
 from lmlab.objectives.clm import LMHead
@@ -29,7 +30,7 @@ class Seq2SeqObjective(Objective):
         self, source: np.ndarray, target: np.ndarray, source_len: int, target_len: int
     ) -> dict[str, np.ndarray]:
         if len(source) > source_len or len(target) > target_len:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}: an example of {len(source)} source / {len(target)} target tokens does not "
                 f"fit the fixed lengths {source_len} / {target_len}"
             )

@@ -10,6 +10,7 @@ import numpy as np
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.objectives.seq2seq import Seq2SeqObjective
 
 
@@ -21,9 +22,9 @@ class SpanConfig:
 
     def validate(self) -> None:
         if not 0.0 < self.noise_density < 1.0:
-            raise ValueError(f"objective.noise_density must be in (0, 1), got {self.noise_density}")
+            raise InputError(f"objective.noise_density must be in (0, 1), got {self.noise_density}")
         if self.mean_span_length < 1.0:
-            raise ValueError(f"objective.mean_span_length must be >= 1, got {self.mean_span_length}")
+            raise InputError(f"objective.mean_span_length must be >= 1, got {self.mean_span_length}")
 
 
 def span_counts(n: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
@@ -56,7 +57,7 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinels: list[int]) -> tuple
     starts = mask & ~np.concatenate([[False], mask[:-1]])
     n_spans = int(starts.sum())
     if n_spans > len(sentinels):
-        raise ValueError(
+        raise InputError(
             f"{n_spans} noise spans but only {len(sentinels)} sentinel tokens; raise data.tokenizer.sentinels, "
             "or lower data.block_size or objective.noise_density, or raise objective.mean_span_length"
         )
@@ -84,7 +85,7 @@ class SpanCorruption(Seq2SeqObjective):
         super().__init__(cfg, tokenizer)
         self.sentinels = tokenizer.sentinel_ids
         if not self.sentinels:
-            raise ValueError("objective=span needs sentinel tokens; set data.tokenizer.sentinels > 0")
+            raise InputError("objective=span needs sentinel tokens; set data.tokenizer.sentinels > 0")
 
     def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:
         tokens = block.ids[: block.n_real]

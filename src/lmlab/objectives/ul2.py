@@ -10,6 +10,7 @@ import numpy as np
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import NLG, NLU, S2S, TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.objectives.seq2seq import Seq2SeqObjective
 from lmlab.objectives.span import corrupt, noise_spans
 
@@ -45,12 +46,12 @@ class UL2Config:
 
     def validate(self) -> None:
         if not self.denoisers:
-            raise ValueError("objective.denoisers is empty; give at least one {mode, weight, ...}")
+            raise InputError("objective.denoisers is empty; give at least one {mode, weight, ...}")
         for i, d in enumerate(self.denoisers):
             if d.mode not in MODES:
-                raise ValueError(f"objective.denoisers[{i}].mode={d.mode!r}; expected one of {list(MODES)}")
+                raise InputError(f"objective.denoisers[{i}].mode={d.mode!r}; expected one of {list(MODES)}")
             if d.weight <= 0 or not 0.0 < d.noise_density < 1.0 or d.mean_span_length < 1.0:
-                raise ValueError(
+                raise InputError(
                     f"objective.denoisers[{i}] needs weight > 0, 0 < noise_density < 1 and mean_span_length >= 1"
                 )
 

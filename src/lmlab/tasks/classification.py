@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskFamily, TaskOutput, contextual, pooled
 from lmlab.tasks.examples import TextExample
@@ -33,7 +34,13 @@ class Classification(TaskFamily):
 
     @staticmethod
     def label_set(examples: list[TextExample]) -> list[str]:
-        return sorted({e.label for e in examples})
+        labels = sorted({e.label for e in examples})
+        if len(labels) < 2:
+            raise InputError(
+                f"the training examples have {len(labels)} distinct label(s) {labels}: classification needs at least "
+                "two. Check task.label_column (and task.max_train_examples, which keeps the first N examples)"
+            )
+        return labels
 
     def encode(self, example: TextExample) -> dict[str, np.ndarray]:
         """[CLS] text [SEP] (pair [SEP]), the text truncated first so the pair keeps at least half the room."""
@@ -53,7 +60,7 @@ class Classification(TaskFamily):
             segments += [1] * (len(pair) + 1)
         out = self._pad(ids, {"segment_ids": segments} if self.segments else None)
         if example.label not in self.label_ids:
-            raise ValueError(f"label {example.label!r} is not among the training labels {self.labels}")
+            raise InputError(f"label {example.label!r} is not among the training labels {self.labels}")
         out["label"] = np.asarray(self.label_ids[example.label])
         return out
 

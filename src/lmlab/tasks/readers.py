@@ -4,43 +4,79 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
+from lmlab.data.text_files import inspect_text_file
+from lmlab.errors import InputError
 from lmlab.tasks.examples import PairExample, QAExample, TaggedExample, TextExample
 
+log = logging.getLogger(__name__)
 
-class DataFileError(ValueError):
+
+class DataFileError(InputError):
     def __init__(self, path: Path, line: int, problem: str) -> None:
         super().__init__(f"{path}:{line}: {problem}")
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row as dict) from .csv, .tsv or .jsonl."""
-    if not path.is_file():
-        raise FileNotFoundError(f"task data file {path} does not exist")
+    """(line number, row as dict) from .csv (standard quoting), .tsv (tabs separate, nothing is quoted) or .jsonl.
+    A UTF-8 BOM and CRLF line ends are fine; blank lines are not rows. The count of rows read is checked against
+    the file's lines and logged."""
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                if None in row or None in row.values():
-                    raise DataFileError(path, reader.line_num, f"expected {len(reader.fieldnames or [])} columns")
-                yield reader.line_num, row
-    elif suffix in (".jsonl", ".json"):
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataFileError(path, number, f"not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise DataFileError(path, number, "expected a JSON object per line")
-                yield number, row
-    else:
-        raise ValueError(f"task data file {path}: unsupported format {suffix!r}; expected .csv, .tsv or .jsonl")
+    if suffix not in (".csv", ".tsv", ".jsonl", ".json"):
+        raise InputError(f"task data file {path}: unsupported format {suffix!r}; expected .csv, .tsv or .jsonl")
+    stats = inspect_text_file(path, "task data file")
+    rows = 0
+    with open(path, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8-sig") as f:
+        numbered = _delimited(path, f, suffix) if suffix in (".csv", ".tsv") else _json_lines(path, f)
+        for number, row in numbered:
+            rows += 1
+            yield number, row
+    data_lines = stats.lines - stats.blank_lines - (suffix in (".csv", ".tsv"))
+    if rows != data_lines:
+        if suffix == ".csv":
+            log.warning(
+                "%s: %d rows from %d non-blank lines after the header: some quoted fields hold line breaks",
+                path,
+                rows,
+                data_lines,
+            )
+        else:
+            raise DataFileError(path, stats.lines, f"read {rows} rows but the file has {data_lines} data lines")
+    log.info("%s: %d rows", path, rows)
+
+
+def _delimited(path: Path, f: TextIO, suffix: str) -> Iterator[tuple[int, dict]]:
+    tsv = suffix == ".tsv"
+    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(f, strict=True)
+    try:
+        header = next(reader, None)
+        if not header or not all(name.strip() for name in header):
+            raise DataFileError(path, 1, f"expected a header row naming every column, got {header}")
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise DataFileError(path, reader.line_num, f"expected {len(header)} columns ({header}), got {len(row)}")
+            yield reader.line_num, dict(zip(header, row, strict=True))
+    except csv.Error as err:
+        raise DataFileError(path, reader.line_num, f"not valid {suffix[1:].upper()} ({err})") from err
+
+
+def _json_lines(path: Path, f: TextIO) -> Iterator[tuple[int, dict]]:
+    for number, line in enumerate(f, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFileError(path, number, f"not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict):
+            raise DataFileError(path, number, "expected a JSON object per line")
+        yield number, row
 
 
 def _field(path: Path, line: int, row: dict, column: str):
@@ -56,18 +92,17 @@ def read_classification(path: Path, text_column: str, label_column: str, pair_co
         text, label = str(_field(path, line, row, text_column)), str(_field(path, line, row, label_column))
         examples.append(TextExample(text, label, pair))
     if not examples:
-        raise ValueError(f"task data file {path} holds no examples")
+        raise InputError(f"task data file {path} holds no examples")
     return examples
 
 
 def read_conll(path: Path, token_column: int, tag_column: int) -> list[TaggedExample]:
     """Whitespace-separated columns, one token per line, a blank line between sentences; -DOCSTART- skipped."""
-    if not path.is_file():
-        raise FileNotFoundError(f"task data file {path} does not exist")
+    inspect_text_file(path, "task data file")
     examples: list[TaggedExample] = []
     tokens: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             columns = line.split()
             if not columns or columns[0] == "-DOCSTART-":
@@ -86,7 +121,7 @@ def read_conll(path: Path, token_column: int, tag_column: int) -> list[TaggedExa
     if tokens:
         examples.append(TaggedExample(tokens, tags))
     if not examples:
-        raise ValueError(f"task data file {path} holds no sentences")
+        raise InputError(f"task data file {path} holds no sentences")
     return examples
 
 
@@ -106,17 +141,16 @@ def read_pairs(path: Path, source_column: str, target_column: str) -> list[PairE
         for line, row in _rows(path)
     ]
     if not examples:
-        raise ValueError(f"task data file {path} holds no examples")
+        raise InputError(f"task data file {path} holds no examples")
     return examples
 
 
 def read_squad(path: Path) -> list[QAExample]:
     """SQuAD-format json: {"data": [{"paragraphs": [{"context", "qas": [{"question", "answers": [{"text",
     "answer_start"}]}]}]}]}. Every answer must appear in its context at its answer_start."""
-    if not path.is_file():
-        raise FileNotFoundError(f"task data file {path} does not exist")
+    inspect_text_file(path, "task data file", max_line_bytes=None)  # SQuAD files are often one long line
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise DataFileError(path, err.lineno, f"not valid JSON ({err.msg})") from err
     examples = []
@@ -129,12 +163,12 @@ def read_squad(path: Path) -> list[QAExample]:
                     answers = [(str(a["text"]), int(a["answer_start"])) for a in qa["answers"]]
                     for text, start in answers:
                         if context[start : start + len(text)] != text:
-                            raise ValueError(f"{path}: {where}: answer {text!r} is not at answer_start {start}")
+                            raise InputError(f"{path}: {where}: answer {text!r} is not at answer_start {start}")
                     if not answers:
-                        raise ValueError(f"{path}: {where}: no answers (SQuAD v2 unanswerables are not supported)")
+                        raise InputError(f"{path}: {where}: no answers (SQuAD v2 unanswerables are not supported)")
                     examples.append(QAExample(qa["question"], context, *map(list, zip(*answers, strict=True))))
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not SQuAD format (expected data[].paragraphs[].qas[].answers[]): {err!r}") from err
+        raise InputError(f"{path}: not SQuAD format (expected data[].paragraphs[].qas[].answers[]): {err!r}") from err
     if not examples:
-        raise ValueError(f"task data file {path} holds no questions")
+        raise InputError(f"task data file {path} holds no questions")
     return examples

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.generation import GENERATIVE_LAYOUTS, GenerationConfig, generate
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.base import IGNORE, predict_tokens
@@ -29,12 +30,12 @@ class Seq2Seq(TaskFamily):
     def __init__(self, cfg, tokenizer: TrainedTokenizer, labels: list[str], model_cfg: ModelConfig) -> None:
         super().__init__(cfg, tokenizer, labels, model_cfg)
         if self.layout not in GENERATIVE_LAYOUTS:
-            raise ValueError(
+            raise InputError(
                 f"task.family=seq2seq needs a backbone that writes text (model.layout in {list(GENERATIVE_LAYOUTS)}); "
                 f"this one is {self.layout}: fine-tune a clm, prefix_lm, span, denoise or ul2 run"
             )
         if self.layout != "encoder_decoder" and cfg.max_length < cfg.max_target_length + 8:
-            raise ValueError(
+            raise InputError(
                 f"task.max_length={cfg.max_length} must leave a decoder room for the source after "
                 f"task.max_target_length={cfg.max_target_length} (at least 8 tokens more)"
             )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.data.synthetic import World
+from lmlab.errors import InputError
 from lmlab.tasks.examples import PairExample, QAExample, TaggedExample, TextExample
 from lmlab.tasks.readers import read_classification, read_conll, read_pairs, read_squad, read_tagged_jsonl
 
@@ -31,8 +32,6 @@ def _synthetic(cfg: Any, split: str) -> list[Example]:
     start = SYNTHETIC_OFFSET + (0 if split == "train" else cfg.train_examples)
     count = cfg.train_examples if split == "train" else cfg.validation_examples
     texts = {"document": world.document, "snippet": world.snippet, "mention": world.mention}
-    if cfg.synthetic_text not in texts:
-        raise ValueError(f"task.synthetic_text={cfg.synthetic_text!r}; expected one of {list(texts)}")
     documents = [texts[cfg.synthetic_text](i) for i in range(start, start + count)]
     if cfg.family == "token_classification":
         return [tagged_words(d.text, d.entities) for d in documents]
@@ -40,8 +39,6 @@ def _synthetic(cfg: Any, split: str) -> list[Example]:
         return [QAExample(q, d.text, [answer], [start]) for d in documents for q, answer, start in d.facts]
     if cfg.family == "seq2seq":
         return [PairExample(d.text, d.headline) for d in documents]
-    if cfg.label_field not in ("topic", "sentiment"):
-        raise ValueError(f"task.label_field={cfg.label_field!r}; the synthetic world labels topic or sentiment")
     return [TextExample(d.text, getattr(d, cfg.label_field)) for d in documents]
 
 
@@ -81,7 +78,7 @@ def _hub(cfg: Any, split: str) -> list[Example]:
     if path.is_dir():
         loaded = datasets.load_from_disk(str(path))
         if name not in loaded:
-            raise ValueError(f"task.hub_path={path} has splits {list(loaded)}; task split {name!r} is missing")
+            raise InputError(f"task.hub_path={path} has splits {list(loaded)}; task split {name!r} is missing")
         data = loaded[name]
     else:
         data = datasets.load_dataset(cfg.hub_path, cfg.hub_name, split=name)
@@ -93,7 +90,7 @@ def _hub(cfg: Any, split: str) -> list[Example]:
     }[cfg.family]
     for column in filter(None, columns):
         if column.split(".")[0] not in data.column_names:
-            raise ValueError(f"task column {column!r} is not in {cfg.hub_path} (columns: {data.column_names})")
+            raise InputError(f"task column {column!r} is not in {cfg.hub_path} (columns: {data.column_names})")
     if cfg.family == "token_classification":
         names = _label_names(data.features[cfg.tag_column].feature)
         return [TaggedExample(list(row[cfg.token_column]), [names(t) for t in row[cfg.tag_column]]) for row in data]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskFamily, TaskOutput, contextual
 from lmlab.tasks.entities import EntityF1
@@ -38,7 +39,7 @@ class TokenClassification(TaskFamily):
             if word is not None and word != previous:
                 tag = example.tags[word]
                 if tag not in self.label_ids:
-                    raise ValueError(f"tag {tag!r} is not among the training tags {self.labels}")
+                    raise InputError(f"tag {tag!r} is not among the training tags {self.labels}")
                 labels[i] = self.label_ids[tag]
             previous = word
         return self._pad([self.cls_id, *pieces, self.sep_id], {"labels": [IGNORE, *labels, IGNORE]})

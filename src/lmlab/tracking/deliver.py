@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,16 +21,30 @@ def deliver(run_dir: Path) -> bool:
         print(f"{run_dir}: nothing pending")
         return True
     try:
-        tracking_uri = json.loads((run_dir / RUN_FILE).read_text())["tracking_uri"]
+        shown = json.loads((run_dir / RUN_FILE).read_text())["tracking_uri"]
     except (OSError, ValueError, KeyError) as err:
         raise SystemExit(f"{run_dir / RUN_FILE}: cannot read the run's tracking URI ({err})") from None
-    shown = redact(tracking_uri)
+    tracking_uri = _with_password(shown)
     count = sum(1 for line in pending.read_text().splitlines() if line.strip())
     if BufferedClient(tracking_uri, pending).deliver(force=True):
         print(f"{run_dir}: delivered {count} kept writes to {shown}")
         return True
     print(f"{run_dir}: {shown} is still unavailable; the writes stay in {pending}", file=sys.stderr)
     return False
+
+
+def _with_password(recorded: str) -> str:
+    """The recorded URI, or (when it was recorded without its password) MLFLOW_TRACKING_URI if that is the same
+    store: the password lives only in the environment."""
+    if recorded == redact(recorded):
+        return recorded
+    from_env = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if redact(from_env) != recorded:
+        raise SystemExit(
+            f"the run's tracking store {recorded} was recorded without its password; set MLFLOW_TRACKING_URI to it "
+            "(with the password) and deliver again"
+        )
+    return from_env
 
 
 def main(argv: list[str] | None = None) -> int:

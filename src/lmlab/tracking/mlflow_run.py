@@ -15,7 +15,8 @@ from pathlib import Path
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 
-from lmlab.atomic_file import write_text_atomic
+from lmlab.atomic_file import check_writable_dir, write_text_atomic
+from lmlab.errors import InputError
 from lmlab.tracking.buffered import PENDING_FILE, BufferedClient, backend_unavailable, outage_reason, use_quick_http
 from lmlab.tracking.identity import redact
 
@@ -26,6 +27,7 @@ _PARAM_BATCH = 100
 # How long a run that is starting waits for a tracking store that does not answer, and how often it asks.
 CONNECT_WAIT_S = 120.0
 CONNECT_RETRY_S = 5.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass
@@ -81,7 +83,7 @@ def open_run(
     # Writes an earlier attempt of this job could not deliver go first, so the run continues from where it was.
     BufferedClient(tracking_uri, run_dir / PENDING_FILE).deliver(force=True)
     saved = _read_run_file(run_dir) if resume else None
-    if saved is not None and saved.get("tracking_uri") == tracking_uri:
+    if saved is not None and saved.get("tracking_uri") == redact(tracking_uri):
         run_id = saved["run_id"]
         previous = client.get_run(run_id)
         count = int(previous.data.tags.get("lmlab.resume_count", "0")) + 1
@@ -105,8 +107,9 @@ def open_run(
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), _PARAM_BATCH):
         client.log_batch(run.info.run_id, params=items[start : start + _PARAM_BATCH])
-    _write_run_file(run_dir, {"tracking_uri": tracking_uri, "run_id": run.info.run_id})
-    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, tracking_uri)
+    # Recorded without its password (the environment holds it): tracking.json is as readable as the run dir.
+    _write_run_file(run_dir, {"tracking_uri": redact(tracking_uri), "run_id": run.info.run_id})
+    log.info("MLflow run %s in experiment %r at %s", run.info.run_id, experiment, redact(tracking_uri))
     return MlflowRun(tracking_uri, run.info.run_id, run_dir, resumed=False)
 
 
@@ -119,6 +122,7 @@ def _connect(tracking_uri: str) -> MlflowClient:
     (a requeued job may start while its server restarts), saying so at once rather than through MLflow's silent
     minutes of retries; one that never answers is an error naming the store and what to do."""
     use_quick_http()
+    check_store(tracking_uri)
     client = MlflowClient(tracking_uri)
     deadline = time.monotonic() + CONNECT_WAIT_S
     waited = False
@@ -145,6 +149,29 @@ def _connect(tracking_uri: str) -> MlflowClient:
                 )
             waited = True
             time.sleep(CONNECT_RETRY_S)
+
+
+def check_store(tracking_uri: str) -> None:
+    """Refuse (InputError) a local store that cannot be used; a server's problems are outages, waited for."""
+    if tracking_uri.startswith("sqlite:///"):
+        check_sqlite_store(Path(tracking_uri[len("sqlite:///") :]))
+
+
+def check_sqlite_store(db: Path) -> None:
+    """Refuse at once an SQLite store MLflow could not use (it would retry for minutes, then fail in raw SQL)."""
+    where = f"the tracking store {db} (logger.tracking_uri)"
+    if db.exists():
+        try:
+            with open(db, "r+b") as f:
+                header = f.read(16)
+        except OSError as err:
+            raise InputError(
+                f"{where} cannot be opened for reading and writing ({err.strerror}); fix its permissions "
+                f"(e.g. chmod u+rw {db}) or point logger.tracking_uri at another store"
+            ) from None
+        if header and header != _SQLITE_HEADER:
+            raise InputError(f"{where} is not an SQLite database; move it away or point logger.tracking_uri elsewhere")
+    check_writable_dir(db.parent, f"{where}: its directory")
 
 
 @contextmanager

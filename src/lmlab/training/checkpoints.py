@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from lmlab.errors import InputError
+
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
@@ -39,10 +41,10 @@ def checkpoint_step(path: Path) -> int:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # truncated zip, not a checkpoint, or an object weights_only refuses
-        raise ValueError(f"{path} is not a loadable checkpoint: {type(err).__name__}: {err}") from err
+        raise InputError(f"{path} is not a loadable checkpoint: {type(err).__name__}: {err}") from err
     missing = [key for key in _REQUIRED if key not in state]
     if missing:
-        raise ValueError(f"{path} is incomplete: no {missing}")
+        raise InputError(f"{path} is incomplete: no {missing}")
     return int(state["global_step"])
 
 

@@ -1,7 +1,7 @@
 """Structured-config schema of a pretraining run, registered with Hydra's ConfigStore.
 
-Each config group's YAML merges into its typed node here, so a misspelt key or a wrong type fails
-at composition time. Checks that span groups live in `check_compatible`.
+Each config group's YAML merges into its typed node here; `lmlab.config_schema.parse` refuses unknown keys and
+runs every node's `validate()` (checks that span groups live in `TrainConfig.validate`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from lmlab.config_schema import at_least, choice
 from lmlab.data.config import DataConfig
+from lmlab.errors import InputError
 from lmlab.models import ModelConfig
 from lmlab.objectives import objective_class
 from lmlab.training.slurm import gpus_per_node
@@ -42,6 +44,22 @@ class TrainerConfig:
     # torch.compile the backbone; checkpoints and exported weights keep the uncompiled names.
     compile: bool = False
 
+    def validate(self) -> None:
+        for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches"):
+            at_least(f"trainer.{key}", getattr(self, key), 1)
+        at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
+        at_least("trainer.num_sanity_val_steps", self.num_sanity_val_steps, 0)
+        limit = self.limit_val_batches
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int | float)
+            or limit <= 0
+            or (isinstance(limit, float) and limit > 1)
+        ):
+            raise InputError(
+                f"trainer.limit_val_batches={limit!r}: expected a fraction in (0, 1] or a whole number of batches >= 1"
+            )
+
 
 @dataclass
 class OptimConfig:
@@ -55,6 +73,19 @@ class OptimConfig:
     schedule: str = "linear"
     min_lr_ratio: float = 0.0
 
+    def validate(self) -> None:
+        if not self.lr > 0:
+            raise InputError(f"optim.lr must be > 0, got {self.lr}")
+        if not self.eps > 0:
+            raise InputError(f"optim.eps must be > 0, got {self.eps}")
+        at_least("optim.weight_decay", self.weight_decay, 0)
+        at_least("optim.warmup_steps", self.warmup_steps, 0)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise InputError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
+        choice("optim.schedule", self.schedule, SCHEDULES)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise InputError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
 
 @dataclass
 class LoggerConfig:
@@ -63,6 +94,11 @@ class LoggerConfig:
     experiment: str = "lmlab"
     # Where a new MLflow experiment stores artifacts (never the ./mlruns default).
     artifact_location: str = ""
+
+    def validate(self) -> None:
+        choice("logger.kind", self.kind, LOGGERS)
+        if self.kind == "mlflow" and not self.tracking_uri:
+            raise InputError("logger.kind=mlflow needs logger.tracking_uri (e.g. sqlite:///<path>/mlflow.db)")
 
 
 @dataclass
@@ -90,31 +126,24 @@ class TrainConfig:
     ckpt_path: str | None = None
     allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
 
-
-def check_compatible(cfg: TrainConfig) -> None:
-    """Checks across config groups, run before any data is prepared; each error names both settings."""
-    cfg.model.validate()
-    cfg.data.validate()
-    name = cfg.objective.get("name") if isinstance(cfg.objective, dict) else None
-    if not name:
-        raise ValueError("objective.name is missing; choose an objective, e.g. objective=mlm")
-    needed = objective_class(name).required_layout(cfg.objective)
-    if cfg.model.layout != needed:
-        raise ValueError(
-            f"objective={name} needs model.layout={needed}; model.layout={cfg.model.layout} given. "
-            f"Set model.layout={needed} or choose another objective."
-        )
-    if cfg.data.block_size > cfg.model.max_positions:
-        raise ValueError(
-            f"data.block_size={cfg.data.block_size} exceeds model.max_positions={cfg.model.max_positions}; "
-            "lower data.block_size or raise model.max_positions"
-        )
-    if cfg.optim.schedule not in SCHEDULES:
-        raise ValueError(f"optim.schedule={cfg.optim.schedule!r} is not supported; expected one of {list(SCHEDULES)}")
-    if cfg.logger.kind not in LOGGERS:
-        raise ValueError(f"logger.kind={cfg.logger.kind!r} is not supported; expected one of {list(LOGGERS)}")
-    if cfg.trainer.max_steps < 1:
-        raise ValueError(f"trainer.max_steps must be >= 1, got {cfg.trainer.max_steps}")
+    def validate(self) -> None:
+        """Checks across config groups (each part has validated itself); each error names both settings."""
+        name = self.objective.get("name") if isinstance(self.objective, dict) else None
+        if not name:
+            raise InputError("objective.name is missing; choose an objective, e.g. objective=mlm")
+        cls = objective_class(name)
+        cls.parse_config(self.objective)
+        needed = cls.required_layout(self.objective)
+        if self.model.layout != needed:
+            raise InputError(
+                f"objective={name} needs model.layout={needed}; model.layout={self.model.layout} given. "
+                f"Set model.layout={needed} or choose another objective."
+            )
+        if self.data.block_size > self.model.max_positions:
+            raise InputError(
+                f"data.block_size={self.data.block_size} exceeds model.max_positions={self.model.max_positions}; "
+                "lower data.block_size or raise model.max_positions"
+            )
 
 
 def job_dirname(override_dirname: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.atomic_file import write_text_atomic
+from lmlab.errors import InputError
 from lmlab.tracking.identity import flatten
 
 CONFIG_FILE = "run_config.json"
@@ -36,7 +37,7 @@ def check_resume_config(run_dir: Path, resolved: dict[str, Any], allowed: bool) 
     changes = config_changes(run_dir, resolved)
     if changes and not allowed:
         listed = "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
-        raise ValueError(
+        raise InputError(
             f"{run_dir} holds a run started with a different config ({listed}). Resume it unchanged, pass "
             "allow_config_change=true to continue it with the new settings, or resume=false to start it afresh"
         )

@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 
 from lmlab.data.config import DataConfig
 from lmlab.data.datamodule import PretrainDataModule
+from lmlab.errors import InputError
 from lmlab.objectives import build_objective
 from lmlab.training.config import PathsConfig
 from lmlab.training.exported import load_checked, load_export, strip_prefix
@@ -38,10 +39,10 @@ def evaluate_run(
 ) -> dict[str, float]:
     """`max_batches` > 0 evaluates only the first batches. Masking (MLM-style objectives) is the fixed
     validation masking of epoch 0, so numbers are comparable across runs."""
-    exported = load_export(run, tracking_uri)
+    exported = load_export(run, tracking_uri, cache_dir)
     data_cfg = replace(data_cfg, tokenizer=replace(data_cfg.tokenizer, path=str(exported.tokenizer.path)))
     if data_cfg.block_size > exported.model_cfg.max_positions:
-        raise ValueError(
+        raise InputError(
             f"data.block_size={data_cfg.block_size} exceeds the run's model.max_positions="
             f"{exported.model_cfg.max_positions}"
         )

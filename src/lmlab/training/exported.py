@@ -7,7 +7,8 @@ objective is only named, and weights are safetensors.
 from __future__ import annotations
 
 import json
-import tempfile
+import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-from lmlab.data.cache import file_digest
+from lmlab.data.cache import atomic_directory, file_digest
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError, MissingInputFile
 from lmlab.models import Backbone, ModelConfig
+from lmlab.tracking.identity import redact
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -44,44 +47,49 @@ class ExportedRun:
         return backbone
 
 
-def resolve(run: str, tracking_uri: str | None = None) -> Path:
-    """An export directory from an export dir, a run output dir (holding export/) or an MLflow run id."""
+def resolve(run: str, tracking_uri: str | None = None, cache_dir: Path | None = None) -> Path:
+    """An export directory from an export dir, a run output dir (holding export/) or an MLflow run id. A run id's
+    artifacts are downloaded once into `cache_dir`/mlflow-runs/<run id> (default: the project's .cache) and reused."""
     path = Path(run).expanduser()
     if (path / "export" / WEIGHTS_FILE).is_file():
         return path / "export"
     if (path / WEIGHTS_FILE).is_file():
         return path
     if path.exists() or "/" in run:
-        raise FileNotFoundError(f"{run}: no {WEIGHTS_FILE} in {path} or {path / 'export'}")
+        raise MissingInputFile(f"{run}: no {WEIGHTS_FILE} in {path} or {path / 'export'}")
+    if not re.fullmatch(r"[0-9a-f]{32}", run):
+        raise MissingInputFile(f"{run} is neither a run or export directory nor an MLflow run id (32 hex digits)")
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
+    cache_dir = cache_dir or Path(os.environ.get("LMLAB_ROOT", ".")) / ".cache"
+    final = cache_dir / "mlflow-runs" / run
+    if (final / WEIGHTS_FILE).is_file():
+        return final
     try:
-        return Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run, tracking_uri=tracking_uri, dst_path=tempfile.mkdtemp(prefix="lmlab-run-")
-            )
-        )
+        with atomic_directory(final) as tmp:
+            mlflow.artifacts.download_artifacts(run_id=run, tracking_uri=tracking_uri, dst_path=str(tmp))
     except MlflowException as err:
-        raise FileNotFoundError(
-            f"{run} is neither a run directory nor an MLflow run id in {tracking_uri}: {err}"
+        raise MissingInputFile(
+            f"{run} is neither a run directory nor an MLflow run id in {redact(tracking_uri or '')}: {err}"
         ) from err
+    return final
 
 
-def load_export(run: str, tracking_uri: str | None = None) -> ExportedRun:
-    path = resolve(run, tracking_uri)
+def load_export(run: str, tracking_uri: str | None = None, cache_dir: Path | None = None) -> ExportedRun:
+    path = resolve(run, tracking_uri, cache_dir)
     weights_file = path / WEIGHTS_FILE
     with safe_open(str(weights_file), "pt") as f:
         metadata = f.metadata() or {}
     if "model_config" not in metadata:
-        raise ValueError(f"{weights_file} has no model_config metadata; was it exported by lmlab?")
+        raise InputError(f"{weights_file} has no model_config metadata; was it exported by lmlab?")
     stored = json.loads(metadata["model_config"])
     cfg = ModelConfig(**{f.name: stored[f.name] for f in fields(ModelConfig) if f.name in stored})
     tokenizer_file = path / "tokenizer.json"
     expected = metadata.get("tokenizer_sha256")
     actual = file_digest(tokenizer_file)
     if expected and expected != actual:
-        raise ValueError(
+        raise InputError(
             f"{tokenizer_file} is not the tokenizer this run was trained with: sha256 {actual[:16]} != "
             f"{expected[:16]} recorded in {weights_file}"
         )
@@ -89,7 +97,7 @@ def load_export(run: str, tracking_uri: str | None = None) -> ExportedRun:
         Tokenizer.from_file(str(tokenizer_file)), metadata.get("tokenizer_fingerprint", actual[:16]), tokenizer_file
     )
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(
+        raise InputError(
             f"{tokenizer_file} has {tokenizer.vocab_size} tokens but the model in {weights_file} has "
             f"model.vocab_size={cfg.vocab_size}"
         )
@@ -115,7 +123,7 @@ def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         if k in state and state[k].shape != v.shape
     ]
     if problems:
-        raise ValueError(f"the weights in {source} do not fit this architecture: " + "; ".join(problems[:8]))
+        raise InputError(f"the weights in {source} do not fit this architecture: " + "; ".join(problems[:8]))
     module.load_state_dict(state)
 
 

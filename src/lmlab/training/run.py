@@ -13,16 +13,19 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_name
 from lmlab.callbacks.rng_state import RngState
+from lmlab.config_schema import parse
 from lmlab.data.datamodule import PretrainDataModule
+from lmlab.errors import MissingInputFile
 from lmlab.objectives import build_objective
 from lmlab.tracking.identity import flatten, job_tags, redacted
-from lmlab.tracking.mlflow_run import MlflowRun, open_run
+from lmlab.tracking.mlflow_run import MlflowRun, check_store, open_run
 from lmlab.training.checkpoints import LAST, checkpoint_step, latest_checkpoint
-from lmlab.training.config import TrainConfig, check_compatible
+from lmlab.training.config import TrainConfig
 from lmlab.training.config_drift import check_resume_config, record_config
 from lmlab.training.examples import describe_examples
 from lmlab.training.export import export_run
@@ -36,13 +39,16 @@ log = logging.getLogger(__name__)
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
     check_targets(OmegaConf.to_container(cfg, resolve=False))
-    conf: TrainConfig = OmegaConf.to_object(cfg)
-    check_compatible(conf)
+    conf = parse(cfg, TrainConfig)
+    if conf.logger.kind == "mlflow":
+        check_store(conf.logger.tracking_uri)
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
     lead = rank_zero_only.rank == 0
+    if lead:
+        check_writable_dir(ckpt_dir, "the checkpoint directory")
     start = _resume_point(conf, ckpt_dir)
     resuming = start is not None
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
@@ -179,7 +185,7 @@ def _resume_point(conf: TrainConfig, ckpt_dir: Path) -> tuple[Path, int] | None:
     if conf.ckpt_path is not None:
         path = Path(conf.ckpt_path)
         if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={conf.ckpt_path} does not exist")
+            raise MissingInputFile(f"ckpt_path={conf.ckpt_path} does not exist")
         return path, checkpoint_step(path)
     return latest_checkpoint(ckpt_dir) if conf.resume else None
 

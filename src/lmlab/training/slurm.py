@@ -8,6 +8,8 @@ from typing import Any
 
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
+from lmlab.errors import InputError
+
 GPU_ACCELERATORS = ("gpu", "cuda")
 
 
@@ -18,7 +20,7 @@ def gpus_per_node(accelerator: str, devices: Any) -> int:
     try:
         return int(devices)
     except (TypeError, ValueError):
-        raise ValueError(
+        raise InputError(
             f"trainer.devices={devices!r} cannot size a Slurm job; give a number of GPUs per node "
             "(e.g. trainer.devices=4) or set hydra.launcher.gpus_per_node"
         ) from None

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lmlab.errors import InputError
+
 ALLOWED_TARGET_PACKAGES = ("lmlab.", "torch.", "pytorch_lightning.", "torchmetrics.")
 
 
@@ -15,7 +17,7 @@ def check_targets(tree: Any, path: str = "") -> None:
         for key, value in tree.items():
             where = f"{path}.{key}" if path else str(key)
             if key == "_target_" and not str(value).startswith(ALLOWED_TARGET_PACKAGES):
-                raise ValueError(
+                raise InputError(
                     f"{where}={value!r} is not allowed: config targets must be in {list(ALLOWED_TARGET_PACKAGES)}"
                 )
             check_targets(value, where)

@@ -1,0 +1,79 @@
+"""Typed configs from composed ones, the same way for every entry point.
+
+Hydra's `+key=value` adds a key even under a structured schema, and `OmegaConf.to_object` then drops it: a misspelt
+`+model.d_modle=64` would train the default model. `parse` refuses every key its schema does not declare, however
+it was added, then lets each config dataclass check itself (`validate()`, children before parents, so a parent's
+cross-group checks see valid parts)."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lmlab.errors import InputError
+
+T = TypeVar("T")
+
+
+def parse(cfg: DictConfig, schema: type[T]) -> T:
+    """`cfg` (without its `hydra` node) as an instance of the dataclass `schema`, validated; InputError otherwise."""
+    unknown = unknown_keys(cfg, schema)
+    if unknown:
+        raise InputError("; ".join(unknown))
+    try:
+        parsed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise InputError(f"invalid config value: {err}") from err
+    if not isinstance(parsed, schema):
+        raise InputError(f"the config is not a {schema.__name__} (its schema was not composed in)")
+    validate_tree(parsed)
+    return parsed
+
+
+def unknown_keys(node: Any, schema: type, path: str = "") -> list[str]:
+    """One message per key of `node` that `schema` (a dataclass) does not declare, recursing into nested schemas.
+    Fields typed `Any` (an objective's settings, checked by the objective's own schema) are not looked into."""
+    if not isinstance(node, Mapping):
+        return []
+    declared = {f.name for f in fields(schema)}
+    hints = typing.get_type_hints(schema)
+    problems = []
+    for key in node:
+        name = f"{path}{key}"
+        if key == "hydra" and not path:
+            continue
+        if key not in declared:
+            close = difflib.get_close_matches(str(key), declared, n=1)
+            hint = f"; did you mean {path}{close[0]}?" if close else ""
+            where = path.rstrip(".") or "the top level"
+            problems.append(f"{name} is not a setting (the settings under {where}: {sorted(declared)}){hint}")
+        elif is_dataclass(hints[key]) and not (isinstance(node, DictConfig) and OmegaConf.is_missing(node, key)):
+            problems.extend(unknown_keys(node[key], hints[key], f"{name}."))
+    return problems
+
+
+def validate_tree(obj: Any) -> None:
+    """Call `validate()` on every dataclass in `obj`, children first."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            validate_tree(value)
+    if hasattr(obj, "validate"):
+        obj.validate()
+
+
+def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Refuse `value` for `key` unless it is one of `allowed`."""
+    if value not in allowed:
+        raise InputError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")
+
+
+def at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        raise InputError(f"{key} must be >= {low}, got {value}")
