@@ -69,6 +69,15 @@ def test_a_misspelt_key_or_bad_value_is_refused_by_every_entry_point(tmp_path, s
     _refused(_run(script, tmp_path, override, *extra), tmp_path, *phrases)
 
 
+def test_a_bad_sweep_value_is_refused_before_its_job_dir_exists(tmp_path):
+    """Each sweep job's config is checked when Hydra composes it; only the sweep's own multirun.yaml was written."""
+    done = _run("train.py", tmp_path, "-m", "optim.lr=-1,-2", *TINY)
+    assert done.returncode != 0 and "optim.lr must be > 0, got -1.0" in done.stderr and "Traceback" not in done.stderr
+    files = [str(p.relative_to(tmp_path)) for p in tmp_path.rglob("outputs/**/*") if p.is_file()]
+    assert files == ["outputs/default/multirun.yaml"]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_hydra_full_error_shows_the_traceback_of_a_refusal(tmp_path):
     done = _run("train.py", tmp_path, "+model.d_modl=64", env={**run_env(tmp_path), "HYDRA_FULL_ERROR": "1"})
     assert done.returncode != 0 and "Traceback" in done.stderr and "model.d_modl is not a setting" in done.stderr
