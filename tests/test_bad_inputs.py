@@ -332,3 +332,56 @@ def test_a_run_id_is_downloaded_into_the_cache_not_a_temporary_dir(tmp_path, mon
     assert sorted(temp.iterdir()) == []
     with pytest.raises(MissingInputFile, match="neither a run or export directory nor an MLflow run id"):
         resolve("not-a-run", uri, tmp_path / "cache")
+
+
+# ---------------------------------------------------------------------------------------------------- siblings
+
+
+def test_a_jsonl_corpus_row_without_text_is_refused_not_crashed_on(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"text": "one document"}\n{"text": null}\n{"text": "another"}\n')
+    corpus = build_corpus(DataConfig(source="files", files=[str(path)], validation_fraction=0.4), tmp_path / "hf")
+    assert list(corpus.documents("train")) == ["one document", "another"]
+    with pytest.raises(InputError, match="document 0 of the validation split is NoneType, not text"):
+        list(corpus.documents("validation"))
+
+
+def test_model_or_data_overrides_with_a_pretrained_run_are_refused_not_ignored(tmp_path):
+    done = _run("finetune.py", tmp_path, f"pretrained={tmp_path}/run", "model.n_layers=4", "data.block_size=64")
+    _refused(done, tmp_path, "['model.n_layers=4', 'data.block_size=64'] would be ignored", "pretrained=none")
+
+
+@pytest.mark.parametrize(
+    ("override", "phrase"),
+    [
+        ("task.train_file=/nonexistent/train.tsv", "task.train_file: /nonexistent/train.tsv does not exist"),
+        ("trainer.precision=fp8", "trainer.precision='fp8' is not supported"),
+    ],
+)
+def test_finetune_refuses_missing_files_and_unknown_precisions_at_composition(tmp_path, override, phrase):
+    task = ["task=text_classification", f"task.train_file={__file__}", f"task.validation_file={__file__}"]
+    _refused(_run("finetune.py", tmp_path, *task, override), tmp_path, phrase)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_a_gpu_trainer_without_a_gpu_is_refused_before_the_run_is_recorded(compose_config):
+    with pytest.raises(InputError, match="trainer.accelerator=gpu but this machine has no CUDA GPU"):
+        parse(compose_config("trainer=gpu"), TrainConfig)
+
+
+def test_unanswerable_hub_questions_are_refused_not_dropped(tmp_path):
+    import datasets
+
+    from lmlab.finetuning.config import TaskConfig
+    from lmlab.tasks.sources import load_examples
+
+    rows = {
+        "question": ["who?", "where?"],
+        "context": ["alice works", "nowhere"],
+        "answers": [{"text": ["alice"], "answer_start": [0]}, {"text": [], "answer_start": []}],
+    }
+    split = datasets.Dataset.from_dict(rows)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "qa"))
+    cfg = TaskConfig(family="extractive_qa", source="hub", hub_path=str(tmp_path / "qa"))
+    with pytest.raises(InputError, match="1 of 2 questions have no answer"):
+        load_examples(cfg, "train")

@@ -11,12 +11,13 @@ import difflib
 import typing
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lmlab.errors import InputError
+from lmlab.errors import InputError, MissingInputFile
 
 T = TypeVar("T")
 
@@ -72,6 +73,12 @@ def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     """Refuse `value` for `key` unless it is one of `allowed`."""
     if value not in allowed:
         raise InputError(f"{key}={value!r} is not supported; expected one of {list(allowed)}")
+
+
+def require_file(path: str, key: str) -> None:
+    """Refuse a config that names a file that is not there."""
+    if not Path(path).expanduser().is_file():
+        raise MissingInputFile(f"{key}: {path} does not exist or is not a file")
 
 
 def at_least(key: str, value: float, low: float) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lmlab.config_schema import choice
+from lmlab.config_schema import choice, require_file
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "files", "hub")
@@ -72,6 +72,11 @@ class DataConfig:
         choice("data.tokenizer.kind", self.tokenizer.kind, TOKENIZER_KINDS)
         if self.source == "files" and not self.files:
             raise InputError("data.source=files needs data.files=[path, ...]; none given")
+        if self.source == "files":
+            for path in self.files:
+                require_file(path, "data.files")
+        if self.tokenizer.path:
+            require_file(self.tokenizer.path, "data.tokenizer.path")
         if self.source == "hub" and not self.hub.path:
             raise InputError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
         if not 0.0 < self.validation_fraction < 0.5:

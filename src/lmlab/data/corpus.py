@@ -36,7 +36,12 @@ class Corpus:
         """A fresh iterator over the non-empty documents of `split` (train or validation)."""
         if split not in SPLITS:
             raise InputError(f"unknown split {split!r}; expected one of {SPLITS}")
-        for doc in self._documents(split):
+        for index, doc in enumerate(self._documents(split)):
+            if not isinstance(doc, str):
+                raise InputError(
+                    f"{self.description}: document {index} of the {split} split is {type(doc).__name__}, not text "
+                    "(data.text_column must hold a string in every row)"
+                )
             doc = doc.strip()
             if doc:
                 yield doc
@@ -202,7 +207,7 @@ def _group(lines: Iterable[str], mode: str) -> Iterator[str]:
 def _stride_split(docs: Iterable[str], split: str, cfg: DataConfig) -> Iterator[str]:
     """Hold out every k-th non-empty document for validation, k = round(1 / validation_fraction)."""
     stride = max(2, round(1 / cfg.validation_fraction))
-    non_empty = (doc for doc in docs if doc.strip())
+    non_empty = (doc for doc in docs if not isinstance(doc, str) or doc.strip())  # non-text is refused later
     for index, doc in enumerate(islice(non_empty, cfg.max_documents)):
         if (index % stride == stride - 1) == (split == "validation"):
             yield doc

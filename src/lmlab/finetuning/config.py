@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from lmlab.config_schema import at_least, choice
+from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import DataConfig, WorldConfig
 from lmlab.errors import InputError
 from lmlab.models import ModelConfig
@@ -79,6 +79,9 @@ class TaskConfig:
             raise InputError(f"task.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.source == "files" and not (self.train_file and self.validation_file):
             raise InputError("task.source=files needs task.train_file and task.validation_file")
+        if self.source == "files":
+            require_file(self.train_file, "task.train_file")
+            require_file(self.validation_file, "task.validation_file")
         if self.source == "hub" and not self.hub_path:
             raise InputError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
         if self.max_train_examples is not None and self.max_train_examples < 1:

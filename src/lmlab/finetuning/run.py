@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_model
 from torch.utils.data import DataLoader
@@ -70,6 +71,25 @@ def starting_point(conf: FinetuneConfig) -> StartingPoint:
     return StartingPoint(exported.backbone(), exported.tokenizer, lineage)
 
 
+def _refuse_unused_architecture(conf: FinetuneConfig) -> None:
+    """`model` and `data` describe the backbone and tokenizer of pretrained=none; a pretrained run brings its own, so
+    an override of them would be ignored (data.tokenizer.path is checked against the run's tokenizer instead)."""
+    if conf.pretrained.lower() == "none" or not HydraConfig.initialized():
+        return
+    ignored = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.lstrip("+~").split("=")[0].split(".")[0] in ("model", "data")
+        and not o.lstrip("+").startswith("data.tokenizer.path=")
+    ]
+    if ignored:
+        raise InputError(
+            f"{ignored} would be ignored: with pretrained={conf.pretrained} the architecture and tokenizer come "
+            "from that run (model and data are for pretrained=none). Drop them, or fine-tune from scratch with "
+            "pretrained=none"
+        )
+
+
 def _collate(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     batch = {key: torch.from_numpy(np.stack([f[key] for f in features])) for key in features[0]}
     length = batch["input_ids"].shape[1]
@@ -95,8 +115,9 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         check_store(conf.logger.tracking_uri)
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
-    start = starting_point(conf)
+    _refuse_unused_architecture(conf)
     train, validation = load_examples(conf.task, "train"), load_examples(conf.task, "validation")
+    start = starting_point(conf)
     cls = family_class(conf.task.family)
     labels = cls.label_set(train)
     family: TaskFamily = cls(conf.task, start.tokenizer, labels, start.backbone.cfg)
@@ -117,10 +138,10 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     check_writable_dir(run_dir / "export", "the export directory")
     tracked = _open_tracking(conf, run_dir, resolved, start, labels, main_metric)
-    logger = lightning_logger(conf.logger, run_dir, tracked)
-    trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
     val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
     try:
+        logger = lightning_logger(conf.logger, run_dir, tracked)
+        trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
         trainer.validate(module, val_loader, verbose=False)
         if f"val/{main_metric}" not in trainer.callback_metrics:
             found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))

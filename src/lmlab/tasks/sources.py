@@ -95,6 +95,12 @@ def _hub(cfg: Any, split: str) -> list[Example]:
         names = _label_names(data.features[cfg.tag_column].feature)
         return [TaggedExample(list(row[cfg.token_column]), [names(t) for t in row[cfg.tag_column]]) for row in data]
     if cfg.family == "extractive_qa":
+        unanswerable = sum(1 for row in data if not row[cfg.answers_column]["text"])
+        if unanswerable:
+            raise InputError(
+                f"task.hub_path={cfg.hub_path} split {name!r}: {unanswerable} of {len(data)} questions have no answer "
+                "(SQuAD v2 unanswerables are not supported); filter them out and pass the saved dataset"
+            )
         return [
             QAExample(
                 row[cfg.question_column],
@@ -103,7 +109,6 @@ def _hub(cfg: Any, split: str) -> list[Example]:
                 list(row[cfg.answers_column]["answer_start"]),
             )
             for row in data
-            if row[cfg.answers_column]["text"]
         ]
     if cfg.family == "seq2seq":
         return [PairExample(_nested(row, cfg.source_column), _nested(row, cfg.target_column)) for row in data]

@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from lmlab.config_schema import at_least, choice
+from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
 from lmlab.models import ModelConfig
@@ -22,6 +23,8 @@ from lmlab.objectives import objective_class
 from lmlab.training.slurm import gpus_per_node
 
 SCHEDULES = ("linear", "cosine", "constant")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 LOGGERS = ("mlflow", "csv", "none")
 
 
@@ -45,6 +48,13 @@ class TrainerConfig:
     compile: bool = False
 
     def validate(self) -> None:
+        choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        choice("trainer.precision", str(self.precision), PRECISIONS)
+        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise InputError(
+                f"trainer.accelerator={self.accelerator} but this machine has no CUDA GPU (torch "
+                f"{torch.__version__}); use trainer=cpu (or trainer.accelerator=cpu)"
+            )
         for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches"):
             at_least(f"trainer.{key}", getattr(self, key), 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
@@ -128,6 +138,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks across config groups (each part has validated itself); each error names both settings."""
+        if self.ckpt_path is not None:
+            require_file(self.ckpt_path, "ckpt_path")
         name = self.objective.get("name") if isinstance(self.objective, dict) else None
         if not name:
             raise InputError("objective.name is missing; choose an objective, e.g. objective=mlm")

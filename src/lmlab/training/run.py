@@ -20,7 +20,6 @@ from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_nam
 from lmlab.callbacks.rng_state import RngState
 from lmlab.config_schema import parse
 from lmlab.data.datamodule import PretrainDataModule
-from lmlab.errors import MissingInputFile
 from lmlab.objectives import build_objective
 from lmlab.tracking.identity import flatten, job_tags, redacted
 from lmlab.tracking.mlflow_run import MlflowRun, check_store, open_run
@@ -99,16 +98,16 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         # A resumed run owns the files already in its dir: overwrite last.ckpt rather than write last-v1.ckpt.
         enable_version_counter=False,
     )
-    trainer = build_trainer(
-        conf.trainer,
-        run_dir,
-        lightning_logger(conf.logger, run_dir, tracked),
-        [StopOnNonFiniteLoss(), checkpoints, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
-    )
-    if not resuming:
-        # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
-        trainer.validate(module, datamodule=data, verbose=False)
     try:
+        trainer = build_trainer(
+            conf.trainer,
+            run_dir,
+            lightning_logger(conf.logger, run_dir, tracked),
+            [StopOnNonFiniteLoss(), checkpoints, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
+        )
+        if not resuming:
+            # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
+            trainer.validate(module, datamodule=data, verbose=False)
         trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
     except StoppedOnSignal as stopped:
         if tracked is not None:
@@ -184,8 +183,6 @@ def _resume_point(conf: TrainConfig, ckpt_dir: Path) -> tuple[Path, int] | None:
     checkpoint, else none."""
     if conf.ckpt_path is not None:
         path = Path(conf.ckpt_path)
-        if not path.is_file():
-            raise MissingInputFile(f"ckpt_path={conf.ckpt_path} does not exist")
         return path, checkpoint_step(path)
     return latest_checkpoint(ckpt_dir) if conf.resume else None
 
