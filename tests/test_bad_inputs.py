@@ -56,6 +56,7 @@ def _refused(done: subprocess.CompletedProcess, root: Path, *phrases: str) -> No
         ("train.py", "+objective.mask_prb=0.3", ["objective.mask_prb is not a setting", "objective.mask_prob"]),
         ("train.py", "+trainer.max_step=5", ["trainer.max_step is not a setting", "trainer.max_steps"]),
         ("train.py", "+seeds=1", ["seeds is not a setting", "did you mean seed?"]),
+        ("train.py", "model.d_modl=64", ["Could not override 'model.d_modl'", "Key 'd_modl' not in 'ModelConfig'"]),
         ("train.py", "optim.lr=-0.001", ["optim.lr must be > 0, got -0.001"]),
         ("finetune.py", "optim.schedule=cosin", ["optim.schedule='cosin' is not supported", "'cosine'"]),
         ("finetune.py", "+task.label_colum=y", ["task.label_colum is not a setting", "task.label_column"]),
@@ -179,6 +180,13 @@ def test_a_tsv_field_starting_with_a_quote_is_text_not_quoting(tmp_path):
     path.write_bytes(("\ufefftext\tlabel\r\n" + "\r\n".join(rows) + "\r\n\r\n").encode())
     examples = read_classification(path, "text", "label", None)
     assert [(e.text, e.label) for e in examples] == [tuple(r.split("\t")) for r in rows]
+
+
+def test_a_tsv_is_read_with_quote_rules_when_asked(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text('text\tlabel\n"tab\tinside"\tpos\n"two\nlines"\tneg\n')
+    examples = read_classification(path, "text", "label", None, tsv_quoting=True)
+    assert [(e.text, e.label) for e in examples] == [("tab\tinside", "pos"), ("two\nlines", "neg")]
 
 
 def test_csv_follows_standard_quoting_and_says_when_rows_span_lines(tmp_path, caplog):

@@ -242,4 +242,7 @@ def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == list(range(400))
     assert load_export(str(run_dir)).global_step == 400
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 400
+    # The newest complete checkpoint is the final step's. (Not necessarily last.ckpt: a SIGKILL that lands while the
+    # final step's last.ckpt is written leaves best-step400 newest, and the rerun, resuming from it, has no step left
+    # to train, so it writes no checkpoint. Where the kill lands is the machine's speed.)
+    assert latest_checkpoint(run_dir / "checkpoints")[1] == 400

@@ -35,6 +35,8 @@ class TaskConfig:
     # SQuAD-format .json (extractive_qa)
     train_file: str = ""
     validation_file: str = ""
+    # .tsv fields are taken as written (a leading quote is text); true reads them with CSV quote rules instead
+    tsv_quoting: bool = False
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -82,6 +84,8 @@ class TaskConfig:
         if self.source == "files":
             require_file(self.train_file, "task.train_file")
             require_file(self.validation_file, "task.validation_file")
+        if self.tsv_quoting and not (self.source == "files" and self.train_file.lower().endswith(".tsv")):
+            raise InputError("task.tsv_quoting=true applies to .tsv task files only; it would be ignored here")
         if self.source == "hub" and not self.hub_path:
             raise InputError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
         if self.max_train_examples is not None and self.max_train_examples < 1:

@@ -21,8 +21,9 @@ class DataFileError(InputError):
         super().__init__(f"{path}:{line}: {problem}")
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, row as dict) from .csv (standard quoting), .tsv (tabs separate, nothing is quoted) or .jsonl.
+def _rows(path: Path, tsv_quoting: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, row as dict) from .csv (standard quoting), .tsv (tabs separate, nothing is quoted, unless
+    `tsv_quoting`: CSV quote rules with tabs) or .jsonl.
     A UTF-8 BOM and CRLF line ends are fine; blank lines are not rows. The count of rows read is checked against
     the file's lines and logged."""
     suffix = path.suffix.lower()
@@ -31,13 +32,13 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
     stats = inspect_text_file(path, "task data file")
     rows = 0
     with open(path, newline="" if suffix in (".csv", ".tsv") else None, encoding="utf-8-sig") as f:
-        numbered = _delimited(path, f, suffix) if suffix in (".csv", ".tsv") else _json_lines(path, f)
+        numbered = _delimited(path, f, suffix, tsv_quoting) if suffix in (".csv", ".tsv") else _json_lines(path, f)
         for number, row in numbered:
             rows += 1
             yield number, row
     data_lines = stats.lines - stats.blank_lines - (suffix in (".csv", ".tsv"))
     if rows != data_lines:
-        if suffix == ".csv":
+        if suffix == ".csv" or tsv_quoting:
             log.warning(
                 "%s: %d rows from %d non-blank lines after the header: some quoted fields hold line breaks",
                 path,
@@ -49,9 +50,13 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
     log.info("%s: %d rows", path, rows)
 
 
-def _delimited(path: Path, f: TextIO, suffix: str) -> Iterator[tuple[int, dict]]:
-    tsv = suffix == ".tsv"
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if tsv else csv.reader(f, strict=True)
+def _delimited(path: Path, f: TextIO, suffix: str, tsv_quoting: bool) -> Iterator[tuple[int, dict]]:
+    if suffix == ".csv":
+        reader = csv.reader(f, strict=True)
+    elif tsv_quoting:
+        reader = csv.reader(f, delimiter="\t", strict=True)
+    else:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
         header = next(reader, None)
         if not header or not all(name.strip() for name in header):
@@ -85,9 +90,11 @@ def _field(path: Path, line: int, row: dict, column: str):
     return row[column]
 
 
-def read_classification(path: Path, text_column: str, label_column: str, pair_column: str | None) -> list[TextExample]:
+def read_classification(
+    path: Path, text_column: str, label_column: str, pair_column: str | None, tsv_quoting: bool = False
+) -> list[TextExample]:
     examples = []
-    for line, row in _rows(path):
+    for line, row in _rows(path, tsv_quoting):
         pair = str(_field(path, line, row, pair_column)) if pair_column else None
         text, label = str(_field(path, line, row, text_column)), str(_field(path, line, row, label_column))
         examples.append(TextExample(text, label, pair))
@@ -135,10 +142,10 @@ def read_tagged_jsonl(path: Path, token_column: str, tag_column: str) -> list[Ta
     return examples
 
 
-def read_pairs(path: Path, source_column: str, target_column: str) -> list[PairExample]:
+def read_pairs(path: Path, source_column: str, target_column: str, tsv_quoting: bool = False) -> list[PairExample]:
     examples = [
         PairExample(str(_field(path, line, row, source_column)), str(_field(path, line, row, target_column)))
-        for line, row in _rows(path)
+        for line, row in _rows(path, tsv_quoting)
     ]
     if not examples:
         raise InputError(f"task data file {path} holds no examples")

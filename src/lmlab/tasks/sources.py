@@ -65,8 +65,8 @@ def _files(cfg: Any, split: str) -> list[Example]:
     if cfg.family == "extractive_qa":
         return read_squad(path)
     if cfg.family == "seq2seq":
-        return read_pairs(path, cfg.source_column, cfg.target_column)
-    return read_classification(path, cfg.text_column, cfg.label_column, cfg.text_pair_column)
+        return read_pairs(path, cfg.source_column, cfg.target_column, cfg.tsv_quoting)
+    return read_classification(path, cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.tsv_quoting)
 
 
 def _hub(cfg: Any, split: str) -> list[Example]:
