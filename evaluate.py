@@ -7,9 +7,9 @@ import hydra
 from omegaconf import DictConfig
 
 from lmlab.config_schema import parse
-from lmlab.entry import run_job
-from lmlab.hydra_guard import guard_compositions
-from lmlab.training.evaluate import EvaluateConfig, evaluate_run, register_evaluate_configs
+from lmlab.pretraining.evaluate import EvaluateConfig, evaluate_run, register_evaluate_configs
+from lmlab.runs.entry import run_job
+from lmlab.runs.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 register_evaluate_configs()

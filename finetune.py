@@ -6,10 +6,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmlab.entry import run_job
 from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
 from lmlab.finetuning.run import finetune
-from lmlab.hydra_guard import guard_compositions
+from lmlab.runs.entry import run_job
+from lmlab.runs.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 register_finetune_configs()

@@ -9,9 +9,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from lmlab.config_schema import parse
-from lmlab.entry import run_job
-from lmlab.generation import GenerateConfig, complete, load_run
-from lmlab.hydra_guard import guard_compositions
+from lmlab.generation import GenerateConfig, LoadedRun, complete
+from lmlab.runs.entry import run_job
+from lmlab.runs.exports import load_export
+from lmlab.runs.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
@@ -20,7 +21,8 @@ guard_compositions("generate", GenerateConfig)
 
 def generate(cfg: DictConfig, _: Path) -> None:
     c = parse(cfg, GenerateConfig)
-    run = load_run(c.run, c.tracking_uri)
+    exported = load_export(c.run, c.tracking_uri)
+    run = LoadedRun(exported.backbone().eval(), exported.tokenizer.tokenizer, exported.objective_name)
     print(c.prompt + " " + complete(run, c.prompt, c.generation, c.seed))
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from lmlab.entry import run_job
-from lmlab.hydra_guard import guard_compositions
-from lmlab.training.config import TrainConfig, register_configs
-from lmlab.training.run import pretrain
+from lmlab.pretraining.config import TrainConfig, register_configs
+from lmlab.pretraining.run import pretrain
+from lmlab.runs.entry import run_job
+from lmlab.runs.hydra_guard import guard_compositions
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 register_configs()

@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 from lmlab.data.blocks import BlockDataset, collate
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.objectives import build_objective
-from lmlab.training.config import TrainConfig, register_configs
-from lmlab.training.module import PretrainModule
-from lmlab.training.optim import build_optimizer
+from lmlab.pretraining.config import TrainConfig, register_configs
+from lmlab.pretraining.module import PretrainModule
+from lmlab.runs.optim import build_optimizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

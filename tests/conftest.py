@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from lmlab.data.config import DataConfig
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
-from lmlab.training.config import register_configs
+from lmlab.pretraining.config import register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -19,15 +19,16 @@ from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.errors import InputError, MissingInputFile
 from lmlab.generation import GenerationConfig, generate
-from lmlab.job_lock import LOCK_FILE, JobDirInUse, job_lock
 from lmlab.models import Backbone, ModelConfig
+from lmlab.pretraining.config import TrainConfig
+from lmlab.pretraining.run import pretrain
+from lmlab.runs.config import job_dirname
+from lmlab.runs.exports import WEIGHTS_FILE, resolve
+from lmlab.runs.job_lock import LOCK_FILE, JobDirInUse, job_lock
 from lmlab.tasks.classification import Classification
 from lmlab.tasks.examples import TextExample
 from lmlab.tasks.readers import read_classification, read_conll, read_pairs, read_squad
 from lmlab.tracking.mlflow_run import check_sqlite_store
-from lmlab.training.config import TrainConfig, job_dirname
-from lmlab.training.exported import WEIGHTS_FILE, resolve
-from lmlab.training.run import pretrain
 
 from .conftest import ROOT, TINY, run_env
 
@@ -306,7 +307,7 @@ def test_a_dead_owners_lock_is_taken_over_and_a_live_one_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys,time; from pathlib import Path; from lmlab.job_lock import job_lock\n"
+            "import sys,time; from pathlib import Path; from lmlab.runs.job_lock import job_lock\n"
             "with job_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
             str(tmp_path),
         ],

@@ -11,10 +11,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lmlab.data.blocks import Block, example_rng
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
 
 from .conftest import TINY
 from .test_backbone import SMALL

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from lmlab.config_schema import validate_tree
-from lmlab.training.config import TrainConfig, job_dirname
+from lmlab.errors import InputError
+from lmlab.pretraining.config import TrainConfig
+from lmlab.runs.config import job_dirname
 
 from .conftest import CONF, ROOT, run_env
 
@@ -29,7 +32,11 @@ def test_every_option_of_every_group_composes_and_validates(compose_config, grou
         cfg = compose_config(f"{group}={option}")
         conf: TrainConfig = OmegaConf.to_object(cfg)
         if group == "data" and option == "text":
-            conf.data.files = ["any.txt"]
+            conf.data.files = [__file__]  # any existing file
+        if group == "trainer" and conf.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+            with pytest.raises(InputError, match="this machine has no CUDA GPU"):
+                validate_tree(conf)
+            continue
         validate_tree(conf)
 
 

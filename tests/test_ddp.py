@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lmlab.training.exported import load_export
+from lmlab.runs.exports import load_export
 
 from .conftest import ROOT, TINY, run_env
 

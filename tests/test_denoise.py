@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lmlab.data.blocks import example_rng
+from lmlab.heads import IGNORE
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 from lmlab.objectives.denoise import fill, infill, permute_sentences
 
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from lmlab.finetuning.config import register_finetune_configs
 from lmlab.finetuning.run import finetune
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
 
 from .conftest import CONF, TINY, _link_experiments
 
@@ -142,7 +142,7 @@ def test_a_tampered_export_is_refused_with_shapes(pretrained_run, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from lmlab.training.exported import load_export
+    from lmlab.runs.exports import load_export
 
     export = tmp_path / "export"
     shutil.copytree(pretrained_run / "export", export)
@@ -171,7 +171,7 @@ def test_max_train_examples_limits_the_training_set(project, caplog):
 
 def test_evaluate_reproduces_the_runs_validation_loss(pretrained_run, project):
     from lmlab.data.config import DataConfig
-    from lmlab.training.evaluate import evaluate_run
+    from lmlab.pretraining.evaluate import evaluate_run
 
     data = DataConfig(block_size=32, batch_size=16)
     data.world.train_documents, data.world.validation_documents = 300, 40

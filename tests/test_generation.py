@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lmlab.generation import GenerationConfig, filter_logits, generate
 from lmlab.models import Backbone
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
 
 from .conftest import ROOT, TINY, run_env
 from .test_backbone import SMALL

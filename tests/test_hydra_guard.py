@@ -1,4 +1,4 @@
-"""lmlab's one use of Hydra internals (lmlab/hydra_guard.py): fail loudly if an upgrade moves it; the checks on
+"""lmlab's one use of Hydra internals (lmlab/runs/hydra_guard.py): fail loudly if an upgrade moves it; the checks on
 Hydra's own config node."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from lmlab.errors import InputError
-from lmlab.hydra_guard import check_hydra_node, check_no_passwords
+from lmlab.runs.hydra_guard import check_hydra_node, check_no_passwords
 
 
 def test_the_composition_hook_lmlab_wraps_is_still_there():

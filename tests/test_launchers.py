@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lmlab.training.slurm import gpus_per_node
+from lmlab.runs.slurm import gpus_per_node
 
 from .conftest import CONF
 
@@ -35,7 +35,7 @@ def test_a_device_count_that_cannot_size_a_job_is_named():
 
 
 def test_inside_a_slurm_job_lightning_takes_its_ranks_from_slurm_but_never_requeues(monkeypatch):
-    from lmlab.training.slurm import cluster_plugins
+    from lmlab.runs.slurm import cluster_plugins
 
     for name in ("SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)

@@ -7,8 +7,8 @@ import pytest
 
 from lmlab.data.blocks import Block, example_rng
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
+from lmlab.heads import IGNORE
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 
 
 @pytest.fixture(scope="module")

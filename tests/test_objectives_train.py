@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from lmlab.objectives import objective_class
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
 
 from .conftest import CONF, TINY
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from lmlab.data.blocks import Block, example_rng
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 
 from .test_backbone import SMALL
 from .test_clm import _input_gradients
@@ -54,7 +54,7 @@ def test_prefix_lengths_are_refused_by_other_layouts():
 
 
 def test_examples_show_inputs_targets_and_extra_fields(synthetic_data, tokenizer):
-    from lmlab.training.examples import describe_examples
+    from lmlab.pretraining.examples import describe_examples
 
     text = describe_examples(
         build_objective({"name": "prefix_lm"}, tokenizer), synthetic_data.blocks("train"), tokenizer, seed=0, n=2

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lmlab.finetuning.config import TaskConfig
+from lmlab.heads import IGNORE
 from lmlab.models import ModelConfig
-from lmlab.objectives.base import IGNORE
 from lmlab.tasks.examples import PairExample, QAExample
 from lmlab.tasks.extractive_qa import NO_OFFSET, ExtractiveQA
 from lmlab.tasks.readers import DataFileError, read_pairs, read_squad

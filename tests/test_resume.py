@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from lmlab.training import run as run_module
 from mlflow.tracking import MlflowClient
 
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
-from lmlab.training import run as run_module
-from lmlab.training.checkpoints import latest_checkpoint
-from lmlab.training.exported import load_export
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
+from lmlab.runs.checkpoints import latest_checkpoint
+from lmlab.runs.exports import load_export
 
 from .conftest import ROOT, TINY, run_env
 
@@ -177,7 +177,7 @@ def test_after_a_stop_the_signal_goes_to_the_handler_that_was_there_before_train
 
 def test_a_non_finite_loss_stops_the_run_and_never_becomes_a_checkpoint(compose_config, project, monkeypatch):
     from lmlab.callbacks.nonfinite import NonFiniteLossError
-    from lmlab.training.module import PretrainModule
+    from lmlab.pretraining.module import PretrainModule
 
     honest = PretrainModule.training_step
 

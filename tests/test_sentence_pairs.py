@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lmlab.data.blocks import example_rng
+from lmlab.heads import IGNORE
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 
 
 def _segments(out: dict, cls_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lmlab.training.exported import load_export
+from lmlab.runs.exports import load_export
 
 from .conftest import ROOT, TINY, run_env
 

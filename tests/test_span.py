@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from lmlab.data.blocks import Block, example_rng
+from lmlab.heads import IGNORE
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 from lmlab.objectives.span import noise_spans, span_lengths
 
 

@@ -13,8 +13,8 @@ STEPS = 100
 
 
 def _job(root: str, i: int) -> None:
+    from lmlab.runs.trainer import ContinuingMLFlowLogger
     from lmlab.tracking.mlflow_run import open_run
-    from lmlab.training.trainer import ContinuingMLFlowLogger
 
     uri = f"sqlite:///{root}/mlflow.db"
     params = {f"param{j}": str(j) for j in range(50)}

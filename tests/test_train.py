@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_model
 
 from lmlab.models import Backbone, ModelConfig
-from lmlab.training.run import pretrain
+from lmlab.pretraining.run import pretrain
 
 from .conftest import ROOT, TINY, run_env
 

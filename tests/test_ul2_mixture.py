@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from lmlab.config_schema import validate_tree
 from lmlab.data.blocks import example_rng
 from lmlab.data.tokenizer import NLG, NLU, S2S
+from lmlab.heads import IGNORE
 from lmlab.objectives import build_objective
-from lmlab.objectives.base import IGNORE
 
 
 def test_ul2_draws_each_denoiser_by_weight_and_announces_it(tokenizer, synthetic_data):

@@ -1,8 +1,7 @@
 """Text generation from a trained run: greedy, sampling (temperature, top-k, top-p) and beam search.
 
-A run is loaded from its export directory (or an MLflow run id, whose artifacts are the same files):
-`model.safetensors` (whose metadata holds the model config) and `tokenizer.json`. The config is parsed
-into `ModelConfig` field by field; nothing read back is instantiated by name.
+`generate.py` loads a run (`lmlab.runs.exports.load_export`: an export dir, a run dir or an MLflow run id) into a
+`LoadedRun`; the decoding here needs only the backbone and the tokenizer.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from tokenizers import Tokenizer
 from lmlab.data.tokenizer import CLS, S2S, SEP
 from lmlab.errors import InputError
 from lmlab.models import Backbone
-from lmlab.training.exported import load_export
 
 GENERATIVE_LAYOUTS = ("decoder", "prefix_lm", "encoder_decoder")
 
@@ -59,12 +57,6 @@ class LoadedRun:
     backbone: Backbone
     tokenizer: Tokenizer
     objective: str
-
-
-def load_run(run: str, tracking_uri: str | None = None) -> LoadedRun:
-    """`run`: an export directory, a run's output directory (holding export/), or an MLflow run id."""
-    exported = load_export(run, tracking_uri)
-    return LoadedRun(exported.backbone().eval(), exported.tokenizer.tokenizer, exported.objective_name)
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@ from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import DataConfig, WorldConfig
 from lmlab.errors import InputError
 from lmlab.models import ModelConfig
+from lmlab.runs.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
 from lmlab.tasks import FAMILIES
-from lmlab.training.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
 
 SOURCES = ("synthetic", "files", "hub")
 SYNTHETIC_TEXTS = ("document", "snippet", "mention")

@@ -9,9 +9,9 @@ import torch
 from torchmetrics import MeanMetric, MetricCollection
 
 from lmlab.models import Backbone
+from lmlab.runs.config import OptimConfig
+from lmlab.runs.optim import lightning_optimizers
 from lmlab.tasks import TaskFamily
-from lmlab.training.config import OptimConfig
-from lmlab.training.optim import lightning_optimizers
 
 
 class FinetuneModule(pl.LightningModule):

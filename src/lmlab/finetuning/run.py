@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_model
 from torch.utils.data import DataLoader
 
 from lmlab.atomic_file import check_writable_dir
@@ -26,13 +25,14 @@ from lmlab.errors import InputError
 from lmlab.finetuning.config import FinetuneConfig
 from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
+from lmlab.runs.exports import load_export, write_export
+from lmlab.runs.targets import check_targets
+from lmlab.runs.tracked import track_run
+from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
-from lmlab.tracking.identity import flatten, job_tags, redacted
-from lmlab.tracking.mlflow_run import MlflowRun, check_store, open_run
-from lmlab.training.exported import WEIGHTS_FILE, load_export
-from lmlab.training.targets import check_targets
-from lmlab.training.trainer import build_trainer, lightning_logger
+from lmlab.tracking.identity import redacted
+from lmlab.tracking.mlflow_run import check_store
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,17 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     check_writable_dir(run_dir / "export", "the export directory")
-    tracked = _open_tracking(conf, run_dir, resolved, start, labels, main_metric)
+    tags = {
+        "lmlab.kind": "finetune",
+        "lmlab.task": conf.task.name,
+        "lmlab.task_family": conf.task.family,
+        "lmlab.labels": json.dumps(labels),
+        "lmlab.main_metric": main_metric,
+        "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
+        **start.lineage,
+    }
+    run_name = f"{conf.task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}"
+    tracked = track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved)
     val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
     try:
         logger = lightning_logger(conf.logger, run_dir, tracked)
@@ -155,41 +165,12 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
-    export = run_dir / "export"
-    export.mkdir(parents=True, exist_ok=True)
-    (export / "labels.json").write_text(json.dumps(labels))
-    metadata = {"model_config": json.dumps(asdict(start.backbone.cfg)), "labels": json.dumps(labels), **start.lineage}
     weights = torch.nn.ModuleDict({"backbone": module.backbone, "head": module.head})
-    save_model(weights, str(export / WEIGHTS_FILE), metadata=metadata)
+    metadata = {"labels": json.dumps(labels), **start.lineage}
+    texts = {"labels.json": json.dumps(labels), "config.yaml": OmegaConf.to_yaml(resolved)}
+    export = write_export(run_dir / "export", weights, start.backbone.cfg, start.tokenizer, metadata, texts)
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export))
         tracked.finish()
     log.info("Done: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
     return metrics
-
-
-def _open_tracking(
-    conf: FinetuneConfig, run_dir: Path, resolved: dict, start: StartingPoint, labels: list[str], main_metric: str
-) -> MlflowRun | None:
-    if conf.logger.kind != "mlflow":
-        return None
-    tags = {
-        **job_tags(Path(conf.paths.root), run_dir),
-        "lmlab.kind": "finetune",
-        "lmlab.task": conf.task.name,
-        "lmlab.task_family": conf.task.family,
-        "lmlab.labels": json.dumps(labels),
-        "lmlab.main_metric": main_metric,
-        "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
-        **start.lineage,
-    }
-    return open_run(
-        tracking_uri=conf.logger.tracking_uri,
-        experiment=conf.logger.experiment,
-        artifact_location=conf.logger.artifact_location,
-        run_dir=run_dir,
-        run_name=f"{conf.task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}",
-        tags=tags,
-        params=flatten(resolved),
-        resume=False,
-    )

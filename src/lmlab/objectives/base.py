@@ -8,19 +8,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from lmlab import heads
 from lmlab.config_schema import unknown_keys, validate_tree
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone, ModelConfig
-
-# The label of a position with nothing to predict.
-IGNORE = -100
 
 
 @dataclass
@@ -80,16 +78,9 @@ class Objective(ABC):
 
 
 def predict_tokens(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, backbone: Backbone) -> ObjectiveOutput:
-    """Cross-entropy at the positions whose label is not IGNORE. The head, and so the vocabulary projection,
-    runs only at those positions (sparse prediction)."""
-    selected = labels != IGNORE
-    targets = labels[selected]
-    logits = head(hidden[selected], backbone).float()
-    if targets.numel() == 0:
-        zero = targets.new_zeros(())
-        return ObjectiveOutput(logits.sum() * 0.0, zero, zero)
-    loss = F.cross_entropy(logits, targets)
-    return ObjectiveOutput(loss, targets.new_tensor(targets.numel()), (logits.argmax(-1) == targets).sum())
+    """`lmlab.heads.predict_tokens` as an objective's output."""
+    found = heads.predict_tokens(hidden, labels, head, backbone)
+    return ObjectiveOutput(found.loss, found.n_targets, found.n_correct)
 
 
 def token_prediction_flops(backbone: Backbone, batch: dict[str, torch.Tensor], head_flops_per_target: int) -> int:

@@ -10,20 +10,14 @@ from torch import nn
 
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import PAD, TrainedTokenizer
+from lmlab.heads import IGNORE, LMHead
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
+from lmlab.objectives.base import Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 
 
 @dataclass
 class CLMConfig:
     name: str = "clm"
-
-
-class LMHead(nn.Module):
-    """The (tied) output projection; GPT's head has no parameters of its own beyond it."""
-
-    def forward(self, hidden: torch.Tensor, backbone: Backbone) -> torch.Tensor:
-        return backbone.output_projection(hidden)
 
 
 class CausalLM(Objective):

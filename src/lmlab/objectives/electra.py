@@ -13,10 +13,11 @@ from torch import nn
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
 from lmlab.models.stack import Stack, flops_per_token
-from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput
+from lmlab.objectives.base import Objective, ObjectiveOutput
 from lmlab.objectives.mlm import MaskedLM, MLMConfig
 
 

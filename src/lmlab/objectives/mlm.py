@@ -11,9 +11,10 @@ from torch import nn
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import MASK, TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import make_activation
-from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
+from lmlab.objectives.base import Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 
 
 @dataclass

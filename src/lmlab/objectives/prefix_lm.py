@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from lmlab.data.blocks import Block
+from lmlab.heads import IGNORE, LMHead
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
-from lmlab.objectives.clm import LMHead
+from lmlab.objectives.base import Objective, ObjectiveOutput, predict_tokens, token_prediction_flops
 
 
 @dataclass

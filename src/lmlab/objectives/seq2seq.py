@@ -9,9 +9,9 @@ from torch import nn
 
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE, LMHead
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives.base import IGNORE, Objective, ObjectiveOutput, predict_tokens
-from lmlab.objectives.clm import LMHead
+from lmlab.objectives.base import Objective, ObjectiveOutput, predict_tokens
 
 
 class Seq2SeqObjective(Objective):

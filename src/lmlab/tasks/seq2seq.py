@@ -16,9 +16,8 @@ from torchmetrics import MetricCollection
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.generation import GENERATIVE_LAYOUTS, GenerationConfig, generate
+from lmlab.heads import IGNORE, LMHead, predict_tokens
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives.base import IGNORE, predict_tokens
-from lmlab.objectives.clm import LMHead
 from lmlab.tasks.base import TaskFamily, TaskOutput
 from lmlab.tasks.examples import PairExample
 from lmlab.tasks.text_metrics import GenerationScore

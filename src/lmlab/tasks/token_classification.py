@@ -10,12 +10,11 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE
 from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskFamily, TaskOutput, contextual
 from lmlab.tasks.entities import EntityF1
 from lmlab.tasks.examples import TaggedExample
-
-IGNORE = -100
 
 
 class TokenClassification(TaskFamily):

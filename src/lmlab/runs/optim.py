@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmlab.training.config import OptimConfig
+from lmlab.runs.config import OptimConfig
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm)
 

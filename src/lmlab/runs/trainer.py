@@ -10,11 +10,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
+from lmlab.runs.checkpoints import AtomicCheckpointIO
+from lmlab.runs.config import LoggerConfig, TrainerConfig
+from lmlab.runs.slurm import cluster_plugins
 from lmlab.tracking.buffered import BufferedClient
 from lmlab.tracking.mlflow_run import MlflowRun
-from lmlab.training.checkpoints import AtomicCheckpointIO
-from lmlab.training.config import LoggerConfig, TrainerConfig
-from lmlab.training.slurm import cluster_plugins
 
 
 def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callbacks: list[Callback]) -> pl.Trainer:

@@ -6,8 +6,8 @@ import numpy as np
 
 from lmlab.data.blocks import PackedBlocks, example_rng
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.heads import IGNORE
 from lmlab.objectives import Objective
-from lmlab.objectives.base import IGNORE
 
 
 def describe_examples(

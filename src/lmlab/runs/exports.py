@@ -1,7 +1,10 @@
-"""Reading a finished pretraining run back: its export directory (or an MLflow run's identical artifacts).
+"""A run's export directory, the hand-off between stages: written by `write_export`, read back by `load_export`
+(from the directory, a run's output dir or an MLflow run id, whose artifacts are the same files).
 
-Nothing read back is instantiated by name: the model config is parsed into `ModelConfig` field by field, the
-objective is only named, and weights are safetensors.
+`model.safetensors` holds the weights and, in its metadata, the model config, the tokenizer's fingerprint and
+sha256 and what the stage adds (objective, step, labels, lineage); `tokenizer.json` sits beside it. Nothing read
+back is instantiated by name: the model config is parsed into `ModelConfig` field by field and weights are
+safetensors.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, fields
+import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_model
 from tokenizers import Tokenizer
 
 from lmlab.data.cache import atomic_directory, file_digest
@@ -45,6 +49,31 @@ class ExportedRun:
         backbone = Backbone(self.model_cfg)
         load_checked(backbone, strip_prefix(self.weights, "backbone."), str(self.path / WEIGHTS_FILE))
         return backbone
+
+
+def write_export(
+    out_dir: Path,
+    weights: torch.nn.Module,
+    model_cfg: ModelConfig,
+    tokenizer: TrainedTokenizer,
+    metadata: dict[str, str],
+    texts: dict[str, str],
+) -> Path:
+    """Write `weights` (a module whose state dict holds backbone.* and head.*), the tokenizer and the text files
+    `texts` (name -> content) into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "model_config": json.dumps(asdict(model_cfg)),
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "tokenizer_sha256": file_digest(tokenizer.path),
+        **metadata,
+    }
+    save_model(weights, str(out_dir / WEIGHTS_FILE), metadata=metadata)
+    if tokenizer.path.resolve() != (out_dir / "tokenizer.json").resolve():
+        shutil.copyfile(tokenizer.path, out_dir / "tokenizer.json")
+    for name, text in texts.items():
+        (out_dir / name).write_text(text)
+    return out_dir
 
 
 def resolve(run: str, tracking_uri: str | None = None, cache_dir: Path | None = None) -> Path:

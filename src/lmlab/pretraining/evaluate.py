@@ -13,8 +13,8 @@ from lmlab.data.config import DataConfig
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.errors import InputError
 from lmlab.objectives import build_objective
-from lmlab.training.config import PathsConfig
-from lmlab.training.exported import load_checked, load_export, strip_prefix
+from lmlab.runs.config import PathsConfig
+from lmlab.runs.exports import load_checked, load_export, strip_prefix
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""Structured-config schema of a pretraining run, registered with Hydra's ConfigStore.
+"""The config nodes every stage shares (trainer, optim, logger, paths), the job-dir name and Hydra resolvers.
 
-Each config group's YAML merges into its typed node here; `lmlab.config_schema.parse` refuses unknown keys and
-runs every node's `validate()` (checks that span groups live in `TrainConfig.validate`).
+Each config group's YAML merges into its typed node; `lmlab.config_schema.parse` refuses unknown keys and runs every
+node's `validate()`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from lmlab.config_schema import at_least, choice, require_file
-from lmlab.data.config import DataConfig
+from lmlab.config_schema import at_least, choice
 from lmlab.errors import InputError
-from lmlab.models import ModelConfig
-from lmlab.objectives import objective_class
-from lmlab.training.slurm import gpus_per_node
+from lmlab.runs.slurm import gpus_per_node
 
 SCHEDULES = ("linear", "cosine", "constant")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -118,46 +114,6 @@ class PathsConfig:
     cache_dir: str = ".cache"
 
 
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    # Validated against the chosen objective's own schema when the objective is built.
-    objective: Any = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    experiment: str = "default"
-    seed: int = 0
-    # Rerunning a job continues it from its newest complete checkpoint; resume=false starts afresh (earlier
-    # checkpoints move to checkpoints.N). ckpt_path= resumes from a given checkpoint instead.
-    resume: bool = True
-    ckpt_path: str | None = None
-    allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
-
-    def validate(self) -> None:
-        """Checks across config groups (each part has validated itself); each error names both settings."""
-        if self.ckpt_path is not None:
-            require_file(self.ckpt_path, "ckpt_path")
-        name = self.objective.get("name") if isinstance(self.objective, dict) else None
-        if not name:
-            raise InputError("objective.name is missing; choose an objective, e.g. objective=mlm")
-        cls = objective_class(name)
-        cls.parse_config(self.objective)
-        needed = cls.required_layout(self.objective)
-        if self.model.layout != needed:
-            raise InputError(
-                f"objective={name} needs model.layout={needed}; model.layout={self.model.layout} given. "
-                f"Set model.layout={needed} or choose another objective."
-            )
-        if self.data.block_size > self.model.max_positions:
-            raise InputError(
-                f"data.block_size={self.data.block_size} exceeds model.max_positions={self.model.max_positions}; "
-                "lower data.block_size or raise model.max_positions"
-            )
-
-
 def job_dirname(override_dirname: str) -> str:
     """A directory name from a job's overrides: deterministic, filesystem-safe and bounded in length."""
     if not override_dirname:
@@ -173,8 +129,3 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("lmlab_dirname", job_dirname)
     if not OmegaConf.has_resolver("lmlab_slurm_gpus"):
         OmegaConf.register_new_resolver("lmlab_slurm_gpus", gpus_per_node)
-
-
-def register_configs() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-    register_resolvers()

@@ -11,8 +11,8 @@ from torchmetrics import MeanMetric
 
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives import Objective
-from lmlab.training.config import OptimConfig
-from lmlab.training.optim import lightning_optimizers
+from lmlab.runs.config import OptimConfig
+from lmlab.runs.optim import lightning_optimizers
 
 
 class PretrainModule(pl.LightningModule):

@@ -13,8 +13,8 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmlab.errors import InputError
-from lmlab.hydra_guard import ConfigRefused, check_hydra_node, check_no_passwords
-from lmlab.job_lock import LOCK_FILE, job_lock
+from lmlab.runs.hydra_guard import ConfigRefused, check_hydra_node, check_no_passwords
+from lmlab.runs.job_lock import LOCK_FILE, job_lock
 from lmlab.tracking.mlflow_run import TrackingUnavailable
 
 R = TypeVar("R")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,20 @@ from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_nam
 from lmlab.callbacks.rng_state import RngState
 from lmlab.config_schema import parse
 from lmlab.data.datamodule import PretrainDataModule
+from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.objectives import build_objective
-from lmlab.tracking.identity import flatten, job_tags, redacted
-from lmlab.tracking.mlflow_run import MlflowRun, check_store, open_run
-from lmlab.training.checkpoints import LAST, checkpoint_step, latest_checkpoint
-from lmlab.training.config import TrainConfig
-from lmlab.training.config_drift import check_resume_config, record_config
-from lmlab.training.examples import describe_examples
-from lmlab.training.export import export_run
-from lmlab.training.module import PretrainModule
-from lmlab.training.targets import check_targets
-from lmlab.training.trainer import build_trainer, lightning_logger
+from lmlab.pretraining.config import TrainConfig
+from lmlab.pretraining.examples import describe_examples
+from lmlab.pretraining.module import PretrainModule
+from lmlab.runs.checkpoints import LAST, checkpoint_step, latest_checkpoint
+from lmlab.runs.config_drift import check_resume_config, record_config
+from lmlab.runs.exports import write_export
+from lmlab.runs.targets import check_targets
+from lmlab.runs.tracked import track_run
+from lmlab.runs.trainer import build_trainer, lightning_logger
+from lmlab.tracking.identity import redacted
+from lmlab.tracking.loss_curve import plot_loss_curve
+from lmlab.tracking.mlflow_run import MlflowRun, check_store
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +56,19 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
-    data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
-    tokenizer = data.prepare()
-    objective = build_objective(conf.objective, tokenizer)
-    data.set_transform(objective.transform)
-    model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size)
-    module = PretrainModule(
-        objective, model_cfg, conf.optim, conf.trainer.max_steps, compile_backbone=conf.trainer.compile
-    )
-    n_params = sum(p.numel() for p in module.parameters())
-    log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
-
-    fingerprints = {
-        "data_fingerprint": data.corpus_fingerprint,
-        "tokenizer_fingerprint": tokenizer.fingerprint,
+    data, tokenizer, module = _build(conf)
+    objective = module.objective
+    resume_tags = _record_start(run_dir, resolved, start, changes) if lead else None
+    tags = {
+        "lmlab.objective": conf.objective["name"],
+        "lmlab.n_params": str(sum(p.numel() for p in module.parameters())),
+        "lmlab.data_fingerprint": data.corpus_fingerprint,
+        "lmlab.tokenizer_fingerprint": tokenizer.fingerprint,
     }
-    resume_tags = None
-    if start is not None:
-        log.info("Resuming %s from %s (step %d)", run_dir, start[0], start[1])
-        resume_tags = {"lmlab.resumed_from_step": str(start[1]), "lmlab.resumed_from": start[0].name}
-        if changes:
-            resume_tags["lmlab.resume_config_changes"] = json.dumps(changes)
-            if lead:
-                record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
-    elif lead:
-        _archive_previous_checkpoints(ckpt_dir)
-        record_config(run_dir, resolved)
-    tracked = _open_tracking(conf, run_dir, resolved, fingerprints, n_params, resume_tags) if lead else None
+    run_name = f"{conf.objective['name']}-{run_dir.name}"
+    tracked = (
+        track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
+    )
     if lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "examples.txt").write_text(describe_examples(objective, data.blocks("train"), tokenizer, conf.seed))
@@ -87,17 +76,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory()
     stop = StopOnSignal(ckpt_dir / LAST)
-    checkpoints = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-step{step}",
-        auto_insert_metric_name=False,
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-        # A resumed run owns the files already in its dir: overwrite last.ckpt rather than write last-v1.ckpt.
-        enable_version_counter=False,
-    )
+    checkpoints = _checkpointing(ckpt_dir)
     try:
         trainer = build_trainer(
             conf.trainer,
@@ -125,20 +104,10 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not lead:
         return metrics
-    export_dir = export_run(
-        module,
-        tokenizer,
-        OmegaConf.to_yaml(resolved),
-        history.history,
-        run_dir / "export",
-        title=f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}",
-        run_id=None if tracked is None else tracked.run_id,
-    )
+    export_dir = _export(conf, run_dir, module, tokenizer, resolved, history, tracked)
     if tracked is not None:
-        tracked.client.log_artifacts(tracked.run_id, str(export_dir))
-        best = checkpoints.best_model_path
-        if best:
-            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best)
+        if checkpoints.best_model_path:
+            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", checkpoints.best_model_path)
         tracked.finish()
     log.info(
         "Done at step %d: %s; exported to %s",
@@ -149,33 +118,74 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def _open_tracking(
+def _build(conf: TrainConfig) -> tuple[PretrainDataModule, TrainedTokenizer, PretrainModule]:
+    """The data (tokenizer trained or loaded, corpus cached) and the module of objective + backbone."""
+    data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
+    tokenizer = data.prepare()
+    objective = build_objective(conf.objective, tokenizer)
+    data.set_transform(objective.transform)
+    model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size)
+    module = PretrainModule(
+        objective, model_cfg, conf.optim, conf.trainer.max_steps, compile_backbone=conf.trainer.compile
+    )
+    n_params = sum(p.numel() for p in module.parameters())
+    log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
+    return data, tokenizer, module
+
+
+def _record_start(
+    run_dir: Path, resolved: dict[str, Any], start: tuple[Path, int] | None, changes: dict
+) -> dict[str, str] | None:
+    """Record the config a run starts (or, changed, continues) with; the resume tags of a resumed run."""
+    if start is None:
+        _archive_previous_checkpoints(run_dir / "checkpoints")
+        record_config(run_dir, resolved)
+        return None
+    log.info("Resuming %s from %s (step %d)", run_dir, start[0], start[1])
+    tags = {"lmlab.resumed_from_step": str(start[1]), "lmlab.resumed_from": start[0].name}
+    if changes:
+        tags["lmlab.resume_config_changes"] = json.dumps(changes)
+        record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
+    return tags
+
+
+def _checkpointing(ckpt_dir: Path) -> ModelCheckpoint:
+    """The best checkpoint by validation loss, and last.ckpt at every validation."""
+    return ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-step{step}",
+        auto_insert_metric_name=False,
+        monitor="val/loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        # A resumed run owns the files already in its dir: overwrite last.ckpt rather than write last-v1.ckpt.
+        enable_version_counter=False,
+    )
+
+
+def _export(
     conf: TrainConfig,
     run_dir: Path,
+    module: PretrainModule,
+    tokenizer: TrainedTokenizer,
     resolved: dict[str, Any],
-    fingerprints: dict[str, str],
-    n_params: int,
-    resume_tags: dict[str, str] | None,
-) -> MlflowRun | None:
-    if conf.logger.kind != "mlflow":
-        return None
-    tags = {
-        **job_tags(Path(conf.paths.root), run_dir),
-        "lmlab.objective": conf.objective["name"],
-        "lmlab.n_params": str(n_params),
-        **{f"lmlab.{k}": v for k, v in fingerprints.items()},
+    history: MetricHistory,
+    tracked: MlflowRun | None,
+) -> Path:
+    """Weights, tokenizer, config and loss curve into run_dir/export (and the run's artifacts)."""
+    metadata = {
+        "objective": json.dumps(asdict(module.objective.cfg)),
+        "global_step": str(module.global_step),
+        "run_id": "" if tracked is None else tracked.run_id,
     }
-    return open_run(
-        tracking_uri=conf.logger.tracking_uri,
-        experiment=conf.logger.experiment,
-        artifact_location=conf.logger.artifact_location,
-        run_dir=run_dir,
-        run_name=f"{conf.objective['name']}-{run_dir.name}",
-        tags=tags,
-        params=flatten(resolved),
-        resume=resume_tags is not None,
-        resume_tags=resume_tags,
-    )
+    texts = {"config.yaml": OmegaConf.to_yaml(resolved)}
+    export_dir = write_export(run_dir / "export", module.weights(), module.backbone.cfg, tokenizer, metadata, texts)
+    title = f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}"
+    plot_loss_curve(history.history, export_dir / "loss_curve.png", title)
+    if tracked is not None:
+        tracked.client.log_artifacts(tracked.run_id, str(export_dir))
+    return export_dir
 
 
 def _resume_point(conf: TrainConfig, ckpt_dir: Path) -> tuple[Path, int] | None:

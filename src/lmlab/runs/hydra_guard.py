@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmlab.config_schema import parse
 from lmlab.errors import InputError
-from lmlab.training.targets import check_targets
+from lmlab.runs.targets import check_targets
 
 # Hydra checks that these nodes' `_target_` is a registered Hydra plugin before instantiating it.
 PLUGIN_NODES = ("hydra.launcher", "hydra.sweeper")

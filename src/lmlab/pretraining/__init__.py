@@ -1,0 +1,1 @@
+"""Pretraining: the config schema, the LightningModule, the run and held-out evaluation."""

@@ -1,0 +1,61 @@
+"""Structured-config schema of a pretraining run (`train.py`), registered with Hydra's ConfigStore. Checks that
+span groups live in `TrainConfig.validate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from lmlab.config_schema import require_file
+from lmlab.data.config import DataConfig
+from lmlab.errors import InputError
+from lmlab.models import ModelConfig
+from lmlab.objectives import objective_class
+from lmlab.runs.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # Validated against the chosen objective's own schema when the objective is built.
+    objective: Any = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: str = "default"
+    seed: int = 0
+    # Rerunning a job continues it from its newest complete checkpoint; resume=false starts afresh (earlier
+    # checkpoints move to checkpoints.N). ckpt_path= resumes from a given checkpoint instead.
+    resume: bool = True
+    ckpt_path: str | None = None
+    allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
+
+    def validate(self) -> None:
+        """Checks across config groups (each part has validated itself); each error names both settings."""
+        if self.ckpt_path is not None:
+            require_file(self.ckpt_path, "ckpt_path")
+        name = self.objective.get("name") if isinstance(self.objective, dict) else None
+        if not name:
+            raise InputError("objective.name is missing; choose an objective, e.g. objective=mlm")
+        cls = objective_class(name)
+        cls.parse_config(self.objective)
+        needed = cls.required_layout(self.objective)
+        if self.model.layout != needed:
+            raise InputError(
+                f"objective={name} needs model.layout={needed}; model.layout={self.model.layout} given. "
+                f"Set model.layout={needed} or choose another objective."
+            )
+        if self.data.block_size > self.model.max_positions:
+            raise InputError(
+                f"data.block_size={self.data.block_size} exceeds model.max_positions={self.model.max_positions}; "
+                "lower data.block_size or raise model.max_positions"
+            )
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    register_resolvers()

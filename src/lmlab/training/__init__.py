@@ -1,1 +1,0 @@
-"""Pretraining runs: config schema, the LightningModule, the optimiser and the orchestration."""
