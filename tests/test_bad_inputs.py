@@ -25,9 +25,11 @@ from lmlab.pretraining.run import pretrain
 from lmlab.runs.config import job_dirname
 from lmlab.runs.exports import WEIGHTS_FILE, resolve
 from lmlab.runs.job_lock import LOCK_FILE, JobDirInUse, job_lock
-from lmlab.tasks.classification import Classification
+from lmlab.tasks.classification import Classification, read_classification
 from lmlab.tasks.examples import TextExample
-from lmlab.tasks.readers import read_classification, read_conll, read_pairs, read_squad
+from lmlab.tasks.extractive_qa import ExtractiveQAConfig, read_squad
+from lmlab.tasks.seq2seq import read_pairs
+from lmlab.tasks.token_classification import read_conll
 from lmlab.tracking.mlflow_run import check_sqlite_store
 
 from .conftest import ROOT, TINY, run_env
@@ -381,7 +383,6 @@ def test_a_gpu_trainer_without_a_gpu_is_refused_before_the_run_is_recorded(compo
 def test_unanswerable_hub_questions_are_refused_not_dropped(tmp_path):
     import datasets
 
-    from lmlab.finetuning.config import TaskConfig
     from lmlab.tasks.sources import load_examples
 
     rows = {
@@ -391,6 +392,6 @@ def test_unanswerable_hub_questions_are_refused_not_dropped(tmp_path):
     }
     split = datasets.Dataset.from_dict(rows)
     datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "qa"))
-    cfg = TaskConfig(family="extractive_qa", source="hub", hub_path=str(tmp_path / "qa"))
-    with pytest.raises(InputError, match="1 of 2 questions have no answer"):
+    cfg = ExtractiveQAConfig(source="hub", hub_path=str(tmp_path / "qa"))
+    with pytest.raises(InputError, match="1 of 2 questions of a split have no answer"):
         load_examples(cfg, "train")

@@ -16,6 +16,7 @@ from lmlab.config_schema import validate_tree
 from lmlab.errors import InputError
 from lmlab.pretraining.config import TrainConfig
 from lmlab.runs.config import job_dirname
+from lmlab.tasks import available_families, family_class
 
 from .conftest import CONF, ROOT, run_env
 
@@ -110,3 +111,18 @@ def test_help_lists_groups_and_options(tmp_path: Path):
     assert "model: base, large, small, tiny" in out
     assert "objective: clm, denoise, electra, mixture, mlm, nsp, prefix_lm, sop, span, ul2" in out
     assert "hydra/launcher: basic, local, slurm" in out
+
+
+def test_every_task_yaml_names_a_family_module_and_parses_under_its_config():
+    for path in sorted((CONF / "task").glob("*.yaml")):
+        node = OmegaConf.to_container(OmegaConf.load(path))
+        assert node["family"] in available_families(), f"{path.name}: no module lmlab.tasks.{node['family']}"
+        for key in ("train_file", "validation_file"):
+            if node.get(key) == "???":
+                node[key] = __file__  # any existing file
+        assert family_class(node["family"]).parse_config(node).name == path.stem
+
+
+def test_a_task_key_of_another_family_is_refused():
+    with pytest.raises(InputError, match=r"task.doc_stride is not a setting"):
+        family_class("classification").parse_config({"name": "x", "family": "classification", "doc_stride": 3})

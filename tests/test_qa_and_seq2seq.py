@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lmlab.finetuning.config import TaskConfig
 from lmlab.heads import IGNORE
 from lmlab.models import ModelConfig
 from lmlab.tasks.examples import PairExample, QAExample
-from lmlab.tasks.extractive_qa import NO_OFFSET, ExtractiveQA
-from lmlab.tasks.readers import DataFileError, read_pairs, read_squad
-from lmlab.tasks.seq2seq import Seq2Seq
+from lmlab.tasks.extractive_qa import NO_OFFSET, ExtractiveQA, ExtractiveQAConfig, read_squad
+from lmlab.tasks.readers import DataFileError
+from lmlab.tasks.seq2seq import Seq2Seq, Seq2SeqConfig, read_pairs
 from lmlab.tasks.sources import load_examples
 from lmlab.tasks.squad_metric import SquadScore, exact_match, normalize_answer, token_f1
 from lmlab.tasks.text_metrics import GenerationScore
@@ -58,8 +57,12 @@ def test_rouge_and_bleu_on_hand_computed_pairs():
     assert metric.compute()["bleu"] == pytest.approx(1.0) and metric.compute()["rougeL"] == pytest.approx(1.0)
 
 
-def _task(**overrides) -> TaskConfig:
-    return TaskConfig(**{"max_length": 32, "max_question_length": 8, "doc_stride": 6, **overrides})
+def _task(**overrides) -> ExtractiveQAConfig:
+    return ExtractiveQAConfig(**{"max_length": 32, "max_question_length": 8, "doc_stride": 6, **overrides})
+
+
+def _seq2seq(**overrides) -> Seq2SeqConfig:
+    return Seq2SeqConfig(**{"max_length": 32, **overrides})
 
 
 def test_long_contexts_are_read_in_windows_that_point_at_the_answer(tokenizer):
@@ -99,7 +102,7 @@ def test_best_span_respects_context_and_max_answer_length(tokenizer):
 def test_seq2seq_labels_are_the_target_after_the_source(tokenizer):
     example = PairExample("Helena Varno won the final.", "Varno wins final")
     target = tokenizer.tokenizer.encode(example.target, add_special_tokens=False).ids
-    cfg = _task(max_target_length=8)
+    cfg = _seq2seq(max_target_length=8)
     decoder = Seq2Seq(cfg, tokenizer, [], ModelConfig(layout="decoder")).encode(example)
     n_source = int(decoder["source_length"])
     labelled = decoder["labels"] != IGNORE
@@ -113,14 +116,14 @@ def test_seq2seq_labels_are_the_target_after_the_source(tokenizer):
 
 def test_seq2seq_needs_a_generative_backbone(tokenizer):
     with pytest.raises(ValueError, match="needs a backbone that writes text.*this one is encoder"):
-        Seq2Seq(_task(), tokenizer, [], ModelConfig(layout="encoder"))
+        Seq2Seq(_seq2seq(), tokenizer, [], ModelConfig(layout="encoder"))
     with pytest.raises(ValueError, match="task.max_length=32 must leave a decoder room"):
-        Seq2Seq(_task(max_target_length=30), tokenizer, [], ModelConfig(layout="decoder"))
+        Seq2Seq(_seq2seq(max_target_length=30), tokenizer, [], ModelConfig(layout="decoder"))
 
 
 def test_doc_stride_beyond_the_context_room_is_refused():
     with pytest.raises(ValueError, match=r"task.doc_stride=30 must be in \[1, 21\]"):
-        _task(family="extractive_qa", doc_stride=30).validate()
+        _task(doc_stride=30).validate()
 
 
 def _squad(tmp_path, answer_start: int = 0):
@@ -183,18 +186,18 @@ def test_saved_hub_datasets_for_translation_and_squad(tmp_path):
 
     translation = datasets.Dataset.from_dict({"translation": [{"de": "ein Haus", "en": "a house"}]})
     datasets.DatasetDict({"train": translation, "validation": translation}).save_to_disk(tmp_path / "wmt")
-    cfg = _task(family="seq2seq", source="hub", hub_path=str(tmp_path / "wmt"))
+    cfg = _seq2seq(source="hub", hub_path=str(tmp_path / "wmt"))
     cfg.source_column, cfg.target_column = "translation.de", "translation.en"
     assert load_examples(cfg, "train") == [PairExample("ein Haus", "a house")]
     squad = datasets.Dataset.from_dict(
         {
-            "question": ["Name?", "Unanswerable?"],
-            "context": ["Kastor is a port.", "Nothing here."],
-            "answers": [{"text": ["Kastor"], "answer_start": [0]}, {"text": [], "answer_start": []}],
+            "question": ["Name?"],
+            "context": ["Kastor is a port."],
+            "answers": [{"text": ["Kastor"], "answer_start": [0]}],
         }
     )
     datasets.DatasetDict({"train": squad, "validation": squad}).save_to_disk(tmp_path / "squad")
-    cfg = _task(family="extractive_qa", source="hub", hub_path=str(tmp_path / "squad"))
+    cfg = _task(source="hub", hub_path=str(tmp_path / "squad"))
     assert load_examples(cfg, "validation") == [QAExample("Name?", "Kastor is a port.", ["Kastor"], [0])]
     cfg.context_column = "passage"
     with pytest.raises(ValueError, match="task column 'passage' is not in"):

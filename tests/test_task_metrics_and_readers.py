@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmlab.tasks.classification import read_classification
 from lmlab.tasks.entities import EntityF1, bio_spans
-from lmlab.tasks.readers import read_classification, read_conll, read_tagged_jsonl
-from lmlab.tasks.sources import tagged_words
+from lmlab.tasks.token_classification import read_conll, read_tagged_jsonl, tagged_words
 
 
 def test_bio_spans_follow_conlleval():

@@ -37,6 +37,20 @@ def parse(cfg: DictConfig, schema: type[T]) -> T:
     return parsed
 
 
+def parse_node(node: Mapping[str, Any], schema: type[T], prefix: str) -> T:
+    """A config node chosen by name at run time (an objective, a task family) as its own `schema`: unknown keys
+    (named as `prefix`.key), wrong types and `validate()` failures are InputError."""
+    unknown = unknown_keys(node, schema, prefix)
+    if unknown:
+        raise InputError("; ".join(unknown))
+    try:
+        parsed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
+    except OmegaConfBaseException as err:
+        raise InputError(f"invalid {prefix.rstrip('.')} config ({schema.__name__}): {err}") from err
+    validate_tree(parsed)
+    return parsed
+
+
 def unknown_keys(node: Any, schema: type, path: str = "") -> list[str]:
     """One message per key of `node` that `schema` (a dataclass) does not declare, recursing into nested schemas.
     Fields typed `Any` (an objective's settings, checked by the objective's own schema) are not looked into."""
@@ -54,9 +68,22 @@ def unknown_keys(node: Any, schema: type, path: str = "") -> list[str]:
             hint = f"; did you mean {path}{close[0]}?" if close else ""
             where = path.rstrip(".") or "the top level"
             problems.append(f"{name} is not a setting (the settings under {where}: {sorted(declared)}){hint}")
-        elif is_dataclass(hints[key]) and not (isinstance(node, DictConfig) and OmegaConf.is_missing(node, key)):
-            problems.extend(unknown_keys(node[key], hints[key], f"{name}."))
+        elif not (isinstance(node, DictConfig) and OmegaConf.is_missing(node, key)):
+            child = _schema_of(node[key], hints[key])
+            if child is not None:
+                problems.extend(unknown_keys(node[key], child, f"{name}."))
     return problems
+
+
+def _schema_of(value: Any, hint: Any) -> type | None:
+    """The dataclass a node is checked against: its field's type, or (a field typed `Any` that a structured node
+    filled, such as a task family's config) the node's own."""
+    if is_dataclass(hint):
+        return hint
+    if isinstance(value, DictConfig):
+        own = OmegaConf.get_type(value)
+        return own if is_dataclass(own) else None
+    return None
 
 
 def validate_tree(obj: Any) -> None:

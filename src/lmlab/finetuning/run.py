@@ -116,15 +116,16 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     pl.seed_everything(conf.seed, workers=True)
     run_dir = Path(run_dir)
     _refuse_unused_architecture(conf)
-    train, validation = load_examples(conf.task, "train"), load_examples(conf.task, "validation")
+    task = conf.task_config()
+    train, validation = load_examples(task, "train"), load_examples(task, "validation")
     start = starting_point(conf)
-    cls = family_class(conf.task.family)
+    cls = family_class(task.family)
     labels = cls.label_set(train)
-    family: TaskFamily = cls(conf.task, start.tokenizer, labels, start.backbone.cfg)
+    family: TaskFamily = cls(task, start.tokenizer, labels, start.backbone.cfg)
     log.info(
         "Task %s (%s): %d train / %d validation examples, %d labels; backbone %s (%s)",
-        conf.task.name,
-        conf.task.family,
+        task.name,
+        task.family,
         len(train),
         len(validation),
         len(labels),
@@ -133,32 +134,30 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     )
     train_features, validation_features = family.features(train), family.features(validation)
     module = FinetuneModule(family, start.backbone, family.metrics(validation), conf.optim, conf.trainer.max_steps)
-    main_metric = conf.task.main_metric or cls.main_metric
+    main_metric = task.main_metric or cls.main_metric
 
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     check_writable_dir(run_dir / "export", "the export directory")
     tags = {
         "lmlab.kind": "finetune",
-        "lmlab.task": conf.task.name,
-        "lmlab.task_family": conf.task.family,
+        "lmlab.task": task.name,
+        "lmlab.task_family": task.family,
         "lmlab.labels": json.dumps(labels),
         "lmlab.main_metric": main_metric,
         "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
         **start.lineage,
     }
-    run_name = f"{conf.task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}"
+    run_name = f"{task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}"
     tracked = track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved)
-    val_loader = _loader(validation_features, conf.task.batch_size, shuffle=False, seed=conf.seed)
+    val_loader = _loader(validation_features, task.batch_size, shuffle=False, seed=conf.seed)
     try:
         logger = lightning_logger(conf.logger, run_dir, tracked)
         trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
         trainer.validate(module, val_loader, verbose=False)
         if f"val/{main_metric}" not in trainer.callback_metrics:
             found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
-            raise InputError(
-                f"task.main_metric={main_metric!r} is not a metric of {conf.task.family}; it reports {found}"
-            )
-        trainer.fit(module, _loader(train_features, conf.task.batch_size, True, conf.seed), val_loader)
+            raise InputError(f"task.main_metric={main_metric!r} is not a metric of {task.family}; it reports {found}")
+        trainer.fit(module, _loader(train_features, task.batch_size, True, conf.seed), val_loader)
     except Exception as err:
         if tracked is not None:
             tracked.fail(f"{type(err).__name__}: {err}")

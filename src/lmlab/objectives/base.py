@@ -8,15 +8,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from lmlab import heads
-from lmlab.config_schema import unknown_keys, validate_tree
+from lmlab.config_schema import parse_node
 from lmlab.data.blocks import Block
 from lmlab.data.tokenizer import TrainedTokenizer
-from lmlab.errors import InputError
 from lmlab.heads import IGNORE
 from lmlab.models import Backbone, ModelConfig
 
@@ -48,17 +45,8 @@ class Objective(ABC):
 
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:
-        """Merge the user's `objective` node into the typed schema; unknown keys and bad types are errors."""
-        unknown = unknown_keys(cfg, cls.Config, "objective.")
-        if unknown:
-            raise InputError(f"objective={cfg.get('name')}: " + "; ".join(unknown))
-        try:
-            merged = OmegaConf.merge(OmegaConf.structured(cls.Config), cfg)
-            parsed = OmegaConf.to_object(merged)
-        except OmegaConfBaseException as err:
-            raise InputError(f"invalid objective config for {cls.Config.__name__}: {err}") from err
-        validate_tree(parsed)
-        return parsed
+        """The user's `objective` node as this objective's typed schema; unknown keys and bad types are errors."""
+        return parse_node(cfg, cls.Config, "objective.")
 
     @abstractmethod
     def transform(self, block: Block, rng: np.random.Generator) -> dict[str, np.ndarray]:

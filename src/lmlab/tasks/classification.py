@@ -3,6 +3,9 @@ Matthews correlation."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,10 +13,36 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
+from lmlab.config_schema import choice
+from lmlab.data.synthetic import Document
 from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
-from lmlab.tasks.base import TaskFamily, TaskOutput, contextual, pooled
+from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput, contextual, pooled
 from lmlab.tasks.examples import TextExample
+from lmlab.tasks.readers import field, rows
+from lmlab.tasks.sources import label_names
+
+SYNTHETIC_LABELS = ("topic", "sentiment")
+
+
+@dataclass
+class ClassificationConfig(TaskConfig):
+    """Files: .csv, .tsv or .jsonl with a text column (and a second text for pairs) and a label column."""
+
+    family: str = "classification"
+    label_field: str = "topic"  # synthetic: topic | sentiment
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    # .tsv fields are taken as written (a leading quote is text); true reads them with CSV quote rules instead
+    tsv_quoting: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.source == "synthetic":
+            choice("task.label_field", self.label_field, SYNTHETIC_LABELS)
+        if self.tsv_quoting and not (self.source == "files" and self.train_file.lower().endswith(".tsv")):
+            raise InputError("task.tsv_quoting=true applies to .tsv task files only; it would be ignored here")
 
 
 class ClassificationHead(nn.Module):
@@ -30,7 +59,28 @@ class ClassificationHead(nn.Module):
 
 
 class Classification(TaskFamily):
+    Config = ClassificationConfig
     main_metric = "acc"
+
+    @staticmethod
+    def from_synthetic(cfg: ClassificationConfig, documents: list[Document]) -> list[TextExample]:
+        return [TextExample(d.text, getattr(d, cfg.label_field)) for d in documents]
+
+    @staticmethod
+    def read_file(cfg: ClassificationConfig, path: Path) -> list[TextExample]:
+        return read_classification(path, cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.tsv_quoting)
+
+    @staticmethod
+    def hub_columns(cfg: ClassificationConfig) -> list[str]:
+        return [c for c in (cfg.text_column, cfg.text_pair_column, cfg.label_column) if c]
+
+    @staticmethod
+    def from_hub(cfg: ClassificationConfig, data) -> list[TextExample]:
+        names = label_names(data.features[cfg.label_column])
+        pair = cfg.text_pair_column
+        return [
+            TextExample(row[cfg.text_column], names(row[cfg.label_column]), row[pair] if pair else None) for row in data
+        ]
 
     @staticmethod
     def label_set(examples: list[TextExample]) -> list[str]:
@@ -86,3 +136,16 @@ class Classification(TaskFamily):
 
 
 FAMILY = Classification
+
+
+def read_classification(
+    path: Path, text_column: str, label_column: str, pair_column: str | None, tsv_quoting: bool = False
+) -> list[TextExample]:
+    examples = []
+    for line, row in rows(path, tsv_quoting):
+        pair = str(field(path, line, row, pair_column)) if pair_column else None
+        text, label = str(field(path, line, row, text_column)), str(field(path, line, row, label_column))
+        examples.append(TextExample(text, label, pair))
+    if not examples:
+        raise InputError(f"task data file {path} holds no examples")
+    return examples

@@ -8,22 +8,88 @@ at [CLS] (SQuAD v1.1 practice). Evaluation takes, per question, the best-scoring
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 
+from lmlab.config_schema import at_least
+from lmlab.data.synthetic import Document
+from lmlab.data.text_files import inspect_text_file
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
-from lmlab.tasks.base import TaskFamily, TaskOutput, contextual
+from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput, contextual
 from lmlab.tasks.examples import QAExample
+from lmlab.tasks.readers import DataFileError
 from lmlab.tasks.squad_metric import SquadScore
 
 NO_OFFSET = -1
 
 
+@dataclass
+class ExtractiveQAConfig(TaskConfig):
+    """Files: SQuAD-format .json. Hub: SQuAD's columns. Question tokens kept, tokens between context windows' starts,
+    longest answer predicted."""
+
+    family: str = "extractive_qa"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    max_question_length: int = 64
+    doc_stride: int = 128
+    max_answer_length: int = 30
+
+    def validate(self) -> None:
+        super().validate()
+        room = self.max_length - self.max_question_length - 3
+        if not 1 <= self.doc_stride <= room:
+            raise InputError(
+                f"task.doc_stride={self.doc_stride} must be in [1, {room}]: the context room that task.max_length="
+                f"{self.max_length} leaves after task.max_question_length={self.max_question_length} and 3 "
+                "special tokens (a larger stride would skip context)"
+            )
+        at_least("task.max_answer_length", self.max_answer_length, 1)
+
+
 class ExtractiveQA(TaskFamily):
+    Config = ExtractiveQAConfig
     main_metric = "f1"
+
+    @staticmethod
+    def from_synthetic(cfg: ExtractiveQAConfig, documents: list[Document]) -> list[QAExample]:
+        return [QAExample(q, d.text, [answer], [start]) for d in documents for q, answer, start in d.facts]
+
+    @staticmethod
+    def read_file(cfg: ExtractiveQAConfig, path: Path) -> list[QAExample]:
+        return read_squad(path)
+
+    @staticmethod
+    def hub_columns(cfg: ExtractiveQAConfig) -> list[str]:
+        return [cfg.question_column, cfg.context_column, cfg.answers_column]
+
+    @staticmethod
+    def from_hub(cfg: ExtractiveQAConfig, data) -> list[QAExample]:
+        unanswerable = sum(1 for row in data if not row[cfg.answers_column]["text"])
+        if unanswerable:
+            raise InputError(
+                f"task.hub_path={cfg.hub_path}: {unanswerable} of {len(data)} questions of a split have no answer "
+                "(SQuAD v2 unanswerables are not supported); filter them out and pass the saved dataset"
+            )
+        answers = cfg.answers_column
+        return [
+            QAExample(
+                row[cfg.question_column],
+                row[cfg.context_column],
+                list(row[answers]["text"]),
+                list(row[answers]["answer_start"]),
+            )
+            for row in data
+        ]
 
     @staticmethod
     def label_set(examples: list[QAExample]) -> list[str]:
@@ -105,3 +171,32 @@ class ExtractiveQA(TaskFamily):
 
 
 FAMILY = ExtractiveQA
+
+
+def read_squad(path: Path) -> list[QAExample]:
+    """SQuAD-format json: {"data": [{"paragraphs": [{"context", "qas": [{"question", "answers": [{"text",
+    "answer_start"}]}]}]}]}. Every answer must appear in its context at its answer_start."""
+    inspect_text_file(path, "task data file", max_line_bytes=None)  # SQuAD files are often one long line
+    try:
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise DataFileError(path, err.lineno, f"not valid JSON ({err.msg})") from err
+    examples = []
+    try:
+        for i, article in enumerate(document["data"]):
+            for j, paragraph in enumerate(article["paragraphs"]):
+                context = paragraph["context"]
+                for k, qa in enumerate(paragraph["qas"]):
+                    where = f"data[{i}].paragraphs[{j}].qas[{k}]"
+                    answers = [(str(a["text"]), int(a["answer_start"])) for a in qa["answers"]]
+                    for text, start in answers:
+                        if context[start : start + len(text)] != text:
+                            raise InputError(f"{path}: {where}: answer {text!r} is not at answer_start {start}")
+                    if not answers:
+                        raise InputError(f"{path}: {where}: no answers (SQuAD v2 unanswerables are not supported)")
+                    examples.append(QAExample(qa["question"], context, *map(list, zip(*answers, strict=True))))
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{path}: not SQuAD format (expected data[].paragraphs[].qas[].answers[]): {err!r}") from err
+    if not examples:
+        raise InputError(f"task data file {path} holds no questions")
+    return examples

@@ -8,23 +8,66 @@ target (the prefix-LM reads the source bidirectionally). Evaluation decodes each
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 
+from lmlab.config_schema import at_least
+from lmlab.data.synthetic import Document
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.generation import GENERATIVE_LAYOUTS, GenerationConfig, generate
 from lmlab.heads import IGNORE, LMHead, predict_tokens
 from lmlab.models import Backbone, ModelConfig
-from lmlab.tasks.base import TaskFamily, TaskOutput
+from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput
 from lmlab.tasks.examples import PairExample
+from lmlab.tasks.readers import field, rows
+from lmlab.tasks.sources import nested
 from lmlab.tasks.text_metrics import GenerationScore
 
 
+@dataclass
+class Seq2SeqConfig(TaskConfig):
+    """Files: .csv, .tsv or .jsonl with a source and a target column. Hub columns may name a nested field
+    (translation.de). Target tokens trained on and generated at evaluation: max_target_length."""
+
+    family: str = "seq2seq"
+    source_column: str = "source"
+    target_column: str = "target"
+    max_target_length: int = 64
+    # .tsv fields are taken as written (a leading quote is text); true reads them with CSV quote rules instead
+    tsv_quoting: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        at_least("task.max_target_length", self.max_target_length, 2)
+        if self.tsv_quoting and not (self.source == "files" and self.train_file.lower().endswith(".tsv")):
+            raise InputError("task.tsv_quoting=true applies to .tsv task files only; it would be ignored here")
+
+
 class Seq2Seq(TaskFamily):
+    Config = Seq2SeqConfig
     main_metric = "rougeL"
+
+    @staticmethod
+    def from_synthetic(cfg: Seq2SeqConfig, documents: list[Document]) -> list[PairExample]:
+        return [PairExample(d.text, d.headline) for d in documents]
+
+    @staticmethod
+    def read_file(cfg: Seq2SeqConfig, path: Path) -> list[PairExample]:
+        return read_pairs(path, cfg.source_column, cfg.target_column, cfg.tsv_quoting)
+
+    @staticmethod
+    def hub_columns(cfg: Seq2SeqConfig) -> list[str]:
+        return [cfg.source_column, cfg.target_column]
+
+    @staticmethod
+    def from_hub(cfg: Seq2SeqConfig, data) -> list[PairExample]:
+        return [PairExample(nested(row, cfg.source_column), nested(row, cfg.target_column)) for row in data]
 
     def __init__(self, cfg, tokenizer: TrainedTokenizer, labels: list[str], model_cfg: ModelConfig) -> None:
         super().__init__(cfg, tokenizer, labels, model_cfg)
@@ -111,3 +154,13 @@ def _filled(length: int, fill: int, values: list[int]) -> np.ndarray:
 
 
 FAMILY = Seq2Seq
+
+
+def read_pairs(path: Path, source_column: str, target_column: str, tsv_quoting: bool = False) -> list[PairExample]:
+    examples = [
+        PairExample(str(field(path, line, row, source_column)), str(field(path, line, row, target_column)))
+        for line, row in rows(path, tsv_quoting)
+    ]
+    if not examples:
+        raise InputError(f"task data file {path} holds no examples")
+    return examples
