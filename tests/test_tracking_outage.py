@@ -156,3 +156,15 @@ def test_a_store_that_answers_after_a_while_is_waited_for(tmp_path, monkeypatch,
     run = mlflow_run.open_run(uri, "x", "", tmp_path / "run", "run", {}, {"p": "1"}, resume=False)
     assert MlflowClient(uri).get_run(run.run_id).data.params == {"p": "1"}
     assert sum("does not answer" in r.getMessage() for r in caplog.records) == 1  # said once, not every retry
+
+
+def test_deliver_takes_the_password_from_the_environment_when_the_run_recorded_it_redacted(monkeypatch):
+    from lmlab.tracking.deliver import _with_password
+
+    assert _with_password("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:s3cret@host:5001")
+    assert _with_password("http://alice:***@host:5001") == "http://alice:s3cret@host:5001"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:s3cret@other:5001")
+    with pytest.raises(SystemExit, match=r"http://alice:\*\*\*@host:5001 was recorded without its password") as no:
+        _with_password("http://alice:***@host:5001")
+    assert "s3cret" not in str(no.value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lmlab.config_schema import choice, require_file
+from lmlab.config_schema import at_least, choice, require_file
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "files", "hub")
@@ -47,6 +47,20 @@ class TokenizerConfig:
     # A trained tokenizer.json to load instead of training one.
     path: str | None = None
 
+    def validate(self) -> None:
+        from lmlab.data.tokenizer import SPECIAL_TOKENS  # the tokenizer module builds on this one
+
+        choice("data.tokenizer.kind", self.kind, TOKENIZER_KINDS)
+        at_least("data.tokenizer.sentinels", self.sentinels, 0)
+        n_special = len(SPECIAL_TOKENS) + self.sentinels
+        if self.path is None and self.vocab_size <= n_special:
+            raise InputError(
+                f"data.tokenizer.vocab_size={self.vocab_size} is too small: it must exceed the {n_special} special "
+                f"tokens {list(SPECIAL_TOKENS)} + {self.sentinels} sentinels (data.tokenizer.sentinels)"
+            )
+        if self.path:
+            require_file(self.path, "data.tokenizer.path")
+
 
 @dataclass
 class DataConfig:
@@ -69,14 +83,11 @@ class DataConfig:
     def validate(self) -> None:
         choice("data.source", self.source, SOURCES)
         choice("data.documents", self.documents, DOCUMENT_SPLITTING)
-        choice("data.tokenizer.kind", self.tokenizer.kind, TOKENIZER_KINDS)
         if self.source == "files" and not self.files:
             raise InputError("data.source=files needs data.files=[path, ...]; none given")
         if self.source == "files":
             for path in self.files:
                 require_file(path, "data.files")
-        if self.tokenizer.path:
-            require_file(self.tokenizer.path, "data.tokenizer.path")
         if self.source == "hub" and not self.hub.path:
             raise InputError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
         if not 0.0 < self.validation_fraction < 0.5:

@@ -81,14 +81,6 @@ class TrainedTokenizer:
 def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Path) -> TrainedTokenizer:
     if cfg.path:
         return _load(Path(cfg.path).expanduser())
-    if cfg.sentinels < 0:
-        raise InputError(f"data.tokenizer.sentinels must be >= 0, got {cfg.sentinels}")
-    n_special = len(SPECIAL_TOKENS) + cfg.sentinels
-    if cfg.vocab_size <= n_special:
-        raise InputError(
-            f"data.tokenizer.vocab_size={cfg.vocab_size} is too small: it must exceed the {n_special} special "
-            f"tokens {list(SPECIAL_TOKENS)} + {cfg.sentinels} sentinels (data.tokenizer.sentinels)"
-        )
     fp = fingerprint("tokenizer", corpus.fingerprint, asdict(cfg))
     final = cache_dir / "tokenizers" / fp
     if (final / "tokenizer.json").is_file():
@@ -97,7 +89,7 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
     log.info("Training a %s tokenizer (vocab %d) on %s", cfg.kind, cfg.vocab_size, corpus.description)
     tokenizer, trainer = _new_tokenizer(cfg)
     tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
-    if tokenizer.get_vocab_size() <= n_special:
+    if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS) + cfg.sentinels:
         raise InputError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
     with atomic_directory(final) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))

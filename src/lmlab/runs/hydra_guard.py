@@ -76,7 +76,8 @@ def check_composed(cfg: DictConfig, schema: type) -> None:
     check_no_passwords(hydra_tree.get("overrides", {}), "hydra.overrides")
     task = cfg
     if "hydra" in cfg:
-        HydraConfig.instance().set_config(cfg)  # what Hydra does before a job; `${hydra:...}` values resolve
+        # What Hydra does before a job, so `${hydra:...}` values resolve; on a copy (it makes the hydra node read-only)
+        HydraConfig.instance().set_config(copy.deepcopy(cfg))
         task = copy.deepcopy(cfg)
         with read_write(task), open_dict(task):
             del task["hydra"]

@@ -37,7 +37,13 @@ WRITES = (
 # MLflow's error codes for a backend that is there but cannot answer now; any other error is the caller's to see.
 UNAVAILABLE = ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "ABORTED")
 # A training process must not hang for minutes inside one logging call (MLflow's defaults: 7 retries, 120 s timeout).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    # MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends, password and all; lmlab says where a
+    # run is itself, redacted.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 # The MLflow entities a kept write may carry, by the fields that rebuild them.
 _ENTITIES: dict[str, tuple[type, tuple[str, ...]]] = {
@@ -48,9 +54,10 @@ _ENTITIES: dict[str, tuple[type, tuple[str, ...]]] = {
 
 
 def use_quick_http() -> None:
-    """HTTP_DEFAULTS for this process, unless the user set those variables."""
+    """HTTP_DEFAULTS for this process, unless the user set those variables (the URL printing always)."""
     for name, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def outage_reason(err: BaseException) -> str:

@@ -21,10 +21,10 @@ def deliver(run_dir: Path) -> bool:
         print(f"{run_dir}: nothing pending")
         return True
     try:
-        shown = json.loads((run_dir / RUN_FILE).read_text())["tracking_uri"]
+        recorded = json.loads((run_dir / RUN_FILE).read_text())["tracking_uri"]
     except (OSError, ValueError, KeyError) as err:
         raise SystemExit(f"{run_dir / RUN_FILE}: cannot read the run's tracking URI ({err})") from None
-    tracking_uri = _with_password(shown)
+    tracking_uri, shown = _with_password(recorded), redact(recorded)
     count = sum(1 for line in pending.read_text().splitlines() if line.strip())
     if BufferedClient(tracking_uri, pending).deliver(force=True):
         print(f"{run_dir}: delivered {count} kept writes to {shown}")
@@ -36,7 +36,7 @@ def deliver(run_dir: Path) -> bool:
 def _with_password(recorded: str) -> str:
     """The recorded URI, or (when it was recorded without its password) MLFLOW_TRACKING_URI if that is the same
     store: the password lives only in the environment."""
-    if recorded == redact(recorded):
+    if ":***@" not in recorded:  # recorded whole (a store without a password, or a run dir from before)
         return recorded
     from_env = os.environ.get("MLFLOW_TRACKING_URI", "")
     if redact(from_env) != recorded:
