@@ -69,7 +69,7 @@ def load_or_build(corpus: Corpus, tokenizer: TrainedTokenizer, split: str, cache
     sentences: list[np.ndarray] = []
     with atomic_directory(final) as tmp:
         with open(tmp / "tokens.bin", "wb") as out:
-            progress = tqdm(desc=f"tokenizing {split}", unit="docs", leave=False)
+            progress = tqdm(desc=f"tokenizing {split}", unit="docs", leave=False, disable=None)  # none off a TTY
             for chunk in _chunks(corpus.documents(split), _CHUNK_DOCUMENTS):
                 encodings = tokenizer.tokenizer.encode_batch(chunk, add_special_tokens=False)
                 for text, enc in zip(chunk, encodings, strict=True):

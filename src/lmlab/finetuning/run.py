@@ -25,6 +25,7 @@ from lmlab.errors import InputError
 from lmlab.finetuning.config import FinetuneConfig
 from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
+from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import load_export, write_export
 from lmlab.runs.targets import check_targets
 from lmlab.runs.tracked import track_run
@@ -171,5 +172,5 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export))
         tracked.finish()
-    log.info("Done: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root)))
     return metrics

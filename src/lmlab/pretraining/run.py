@@ -27,6 +27,7 @@ from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.checkpoints import LAST, checkpoint_step, latest_checkpoint
 from lmlab.runs.config_drift import check_resume_config, record_config
+from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import write_export
 from lmlab.runs.targets import check_targets
 from lmlab.runs.tracked import track_run
@@ -104,17 +105,12 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not lead:
         return metrics
-    export_dir = _export(conf, run_dir, module, tokenizer, resolved, history, tracked)
+    _export(conf, run_dir, module, tokenizer, resolved, history, tracked)
     if tracked is not None:
         if checkpoints.best_model_path:
             tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", checkpoints.best_model_path)
         tracked.finish()
-    log.info(
-        "Done at step %d: %s; exported to %s",
-        trainer.global_step,
-        ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("val/")),
-        export_dir,
-    )
+    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), trainer.global_step))
     return metrics
 
 

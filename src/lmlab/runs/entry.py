@@ -13,6 +13,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmlab.errors import InputError
+from lmlab.runs.console import quiet_libraries
 from lmlab.runs.hydra_guard import ConfigRefused, check_hydra_node, check_no_passwords
 from lmlab.runs.job_lock import LOCK_FILE, job_lock
 from lmlab.tracking.mlflow_run import TrackingUnavailable
@@ -26,6 +27,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig, Path], R], owns_run_dir
     """Run `task(cfg, run_dir)` in the current Hydra job. With `owns_run_dir` (a job directory of its own, not the
     working directory) the job holds the directory's lock, and a refused job removes the directory when the refusal
     left nothing in it but what Hydra wrote."""
+    quiet_libraries()
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     try:

@@ -10,14 +10,21 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
 
+from lmlab.callbacks.progress import ProgressLines
 from lmlab.runs.checkpoints import AtomicCheckpointIO
 from lmlab.runs.config import LoggerConfig, TrainerConfig
+from lmlab.runs.console import live_progress, quiet_libraries
 from lmlab.runs.slurm import cluster_plugins
 from lmlab.tracking.buffered import BufferedClient
 from lmlab.tracking.mlflow_run import MlflowRun
 
 
 def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callbacks: list[Callback]) -> pl.Trainer:
+    """A Trainer for `t`; progress is a live bar on a terminal, else a log line every `t.log_every_n_steps`."""
+    quiet_libraries()
+    bar = t.enable_progress_bar and live_progress()
+    if not bar:
+        callbacks = [*callbacks, ProgressLines(t.log_every_n_steps)]
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -30,7 +37,9 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
         gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches,
         num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=bar,
+        # Its table ends in "Total Flops 0" on every run; the run logs its parameter count itself.
+        enable_model_summary=False,
         deterministic=t.deterministic,
         default_root_dir=run_dir,
         logger=logger,
