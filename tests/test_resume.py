@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmlab.training import run as run_module
+from lmlab.pretraining import run as run_module
 from mlflow.tracking import MlflowClient
 
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
