@@ -8,18 +8,25 @@ PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast services slurm tracking-server lint format ui clean
+.PHONY: help install lock train test test-fast services slurm tracking-server lint format ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## create .venv and install lmlab with its dependencies (CPU torch unless a GPU is present)
+install: $(STAMP) ## create .venv and install lmlab with the locked dependencies (CPU torch unless a GPU is present)
 
-$(STAMP): pyproject.toml scripts/install_torch.sh
+# torch first (the build that fits the machine), then every other dependency at the version in the lock (uv installs
+# them, in parallel), then lmlab itself without resolving anything again.
+$(STAMP): pyproject.toml requirements/lock.txt requirements/torch.txt scripts/install_torch.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	scripts/install_torch.sh $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$$(grep '^uv==' requirements/lock.txt)"
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements/lock.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
+
+lock: $(STAMP) ## recompile requirements/lock.txt after changing pyproject.toml's dependencies (then commit it)
+	UV=$(BIN)/uv scripts/lock.sh
 
 train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world); ARGS="..." adds overrides
 	$(BIN)/python train.py $(ARGS)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lmlab.pretraining import run as run_module
 from mlflow.tracking import MlflowClient
 
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
+from lmlab.pretraining import run as run_module
 from lmlab.pretraining.run import pretrain
 from lmlab.runs.checkpoints import latest_checkpoint
 from lmlab.runs.exports import load_export

@@ -7,8 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from lmlab.runs.config import LoggerConfig
+from lmlab.runs.environment import environment_tags, frozen_packages
 from lmlab.tracking.identity import flatten, job_tags
 from lmlab.tracking.mlflow_run import MlflowRun, open_run
+
+ENVIRONMENT_FILE = "environment.txt"
 
 
 def track_run(
@@ -20,17 +23,25 @@ def track_run(
     resolved: dict[str, Any],
     resume_tags: dict[str, str] | None = None,
 ) -> MlflowRun | None:
-    """The run's MLflow run (continued when `resume_tags` is given), or None when the logger is not MLflow."""
+    """The run's MLflow run (continued when `resume_tags` is given), or None when the logger is not MLflow. The
+    environment is recorded with it: tags (`lmlab.env.*`, updated on every resume) and environment.txt."""
     if logger.kind != "mlflow":
         return None
-    return open_run(
+    env = environment_tags()
+    if resume_tags is not None:
+        resume_tags = {**resume_tags, **env}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ENVIRONMENT_FILE).write_text(frozen_packages())
+    tracked = open_run(
         tracking_uri=logger.tracking_uri,
         experiment=logger.experiment,
         artifact_location=logger.artifact_location,
         run_dir=run_dir,
         run_name=run_name,
-        tags={**job_tags(root, run_dir), **tags},
+        tags={**job_tags(root, run_dir), **env, **tags},
         params=flatten(resolved),
         resume=resume_tags is not None,
         resume_tags=resume_tags,
     )
+    tracked.client.log_artifact(tracked.run_id, str(run_dir / ENVIRONMENT_FILE))
+    return tracked
