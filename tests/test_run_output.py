@@ -1,5 +1,6 @@
-"""What `train.py` prints and records in a log file or a Slurm job (stdout not a terminal): progress lines, not a redrawn bar;
-no product tips or known-harmless warnings; a closing summary that says where the results are."""
+"""What `train.py` prints in a log file or a Slurm job (stdout not a terminal): progress lines, not a redrawn bar;
+no product tips or known-harmless warnings; a closing summary that says where the results are. And what it records
+of its environment."""
 
 from __future__ import annotations
 
