@@ -8,6 +8,7 @@ prints a table of real tokens/s, achieved TFLOP/s (from the objective's FLOPs co
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,10 @@ from lmlab.pretraining.config import TrainConfig, register_configs
 from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.optim import build_optimizer
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# The configs find experiment presets under the project root, as train.py sets it.
+os.environ.setdefault("LMLAB_ROOT", str(ROOT))
 
 
 def measure(
@@ -35,7 +39,6 @@ def measure(
             overrides=[
                 f"model={model}",
                 f"objective={objective_name}",
-                "paths.root=.",
                 f"data.block_size={block_size}",
                 f"data.batch_size={batch_size}",
                 "data.world.train_documents=2000",

@@ -1,0 +1,121 @@
+"""Every documented entry-point command composes and passes lmlab's composition checks, so documentation cannot
+drift from the configs: the `python {train,finetune,evaluate,generate}.py ...` lines of README.md's and
+experiments/README.md's bash blocks, of the entry points' --help texts and of the comments in conf/.
+
+A sweep (`-m a=1,2`) is checked at its first point; placeholders (<run>, /path/corpus.txt, train.tsv, ...) stand for
+files that exist; a command for a GPU is refused, naming the missing GPU, on a machine without one. Running each
+command at toy size (not only composing it), and the `make` and `scripts/` commands, is not done yet."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lmlab.errors import InputError
+from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
+from lmlab.generation import GenerateConfig
+from lmlab.pretraining.config import TrainConfig
+from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
+from lmlab.runs.hydra_guard import check_composed
+
+from .conftest import CONF, ROOT
+
+ENTRY_POINTS = {
+    "train.py": ("config", TrainConfig),
+    "finetune.py": ("finetune", FinetuneConfig),
+    "evaluate.py": ("evaluate", EvaluateConfig),
+    "generate.py": ("generate", GenerateConfig),
+}
+_COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate)\.py(?: .*)?)$")
+# Files the documented commands name, and the paths that stand in for them.
+_FILES = ("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl")
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv after the shell's parsing) for every documented entry-point command."""
+    found = []
+    sources = [ROOT / "README.md", ROOT / "experiments" / "README.md", *sorted(CONF.rglob("*.yaml"))]
+    for path in sources:
+        in_bash = False
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if path.suffix == ".md" and line.startswith("```"):
+                in_bash = line.strip() == "```bash"
+                continue
+            text = line.strip().removesuffix("\\").strip()
+            if path.suffix == ".md" and (not in_bash or text.startswith("#")):
+                continue
+            match = _COMMAND.search(text)
+            if match:
+                command = re.sub(r"<[^>]+>", "outputs/some-run", match.group(1).split(" # ")[0].split("  #")[0])
+                words = shlex.split(command)
+                found.append((f"{path.relative_to(ROOT)}:{number}", words))
+    return found
+
+
+def _first_point(overrides: list[str]) -> list[str]:
+    """The overrides of a sweep's first job."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    first = []
+    for raw, override in zip(overrides, parsed, strict=True):
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()))
+            first.append(f"{override.get_key_element()}={value}")
+        else:
+            first.append(raw)
+    return first
+
+
+def _with_stand_ins(words: list[str], files: Path) -> list[str]:
+    out = []
+    for word in words:
+        word = re.sub(r"=\.\.\.$", "=outputs/some-run", word)
+        word = re.sub(r"(/path/[\w./-]+|\.\./shared/[\w./-]+|held_out\.txt)", str(files / "corpus.txt"), word)
+        out.append(word)
+    return out
+
+
+@pytest.fixture(scope="module")
+def stand_in_files(tmp_path_factory) -> Path:
+    files = tmp_path_factory.mktemp("documented")
+    (files / "corpus.txt").write_text("A paragraph of text.\n\nAnother one.\n")
+    for name in _FILES:
+        (files / name).write_text("text\tlabel\na\tb\n")
+    return files
+
+
+COMMANDS = documented_commands()
+
+
+def test_the_documentation_has_commands_for_every_entry_point():
+    scripts = {words[0] for _, words in COMMANDS}
+    assert scripts == set(ENTRY_POINTS), scripts
+    assert len(COMMANDS) >= 30
+
+
+@pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
+def test_a_documented_command_composes_and_passes_the_checks(where, argv, stand_in_files, project, monkeypatch):
+    register_finetune_configs()
+    register_evaluate_configs()
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
+    monkeypatch.chdir(stand_in_files)  # relative file names (train.tsv) are found here
+    script, *words = argv
+    words = [w for w in _with_stand_ins(words, stand_in_files) if w not in ("-m", "--multirun")]
+    if words == ["--help"]:
+        words = []
+    config_name, schema = ENTRY_POINTS[script]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=_first_point(words), return_hydra_config=True)
+    gpu = any(w in ("trainer=gpu", "trainer.accelerator=gpu") for w in words)
+    if gpu and not torch.cuda.is_available():
+        with pytest.raises(InputError, match="this machine has no CUDA GPU"):
+            check_composed(cfg, schema)
+        return
+    check_composed(cfg, schema)
