@@ -40,6 +40,37 @@ TINY = [
 register_configs()
 
 
+def entry_points() -> dict[str, tuple[str, type]]:
+    """script -> (its primary config in conf/, its schema), each schema registered as the script registers it."""
+    from hydra.core.config_store import ConfigStore
+
+    from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
+    from lmlab.generation import GenerateConfig
+    from lmlab.pretraining.config import TrainConfig
+    from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
+
+    register_finetune_configs()
+    register_evaluate_configs()
+    ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
+    return {
+        "train.py": ("config", TrainConfig),
+        "finetune.py": ("finetune", FinetuneConfig),
+        "evaluate.py": ("evaluate", EvaluateConfig),
+        "generate.py": ("generate", GenerateConfig),
+    }
+
+
+def compose_checked(script: str, overrides: list[str]) -> None:
+    """Compose `script`'s config with `overrides` (hydra node included) and run the checks the entry point runs at
+    composition (lmlab.runs.hydra_guard.check_composed); raises what the entry point would refuse with."""
+    from lmlab.runs.hydra_guard import check_composed
+
+    config_name, schema = entry_points()[script]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    check_composed(cfg, schema)
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project root in tmp_path: outputs, caches and mlflow.db land there."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from lmlab.tasks.seq2seq import read_pairs
 from lmlab.tasks.token_classification import read_conll
 from lmlab.tracking.mlflow_run import check_sqlite_store
 
-from .conftest import ROOT, TINY, run_env
+from .conftest import ROOT, TINY, compose_checked, run_env
 
 # ---------------------------------------------------------------------------------------------- the entry points
 
@@ -68,9 +69,27 @@ def _refused(done: subprocess.CompletedProcess, root: Path, *phrases: str) -> No
         ("generate.py", "generation.strategy=nucleus", ["strategy='nucleus' is not supported"]),
     ],
 )
-def test_a_misspelt_key_or_bad_value_is_refused_by_every_entry_point(tmp_path, script, override, phrases):
+def test_a_misspelt_key_or_bad_value_is_refused_by_every_entry_point(project, script, override, phrases):
     extra = {"evaluate.py": ["run=x"], "generate.py": ["run=x", "prompt=hi"]}.get(script, [])
-    _refused(_run(script, tmp_path, override, *extra), tmp_path, *phrases)
+    with pytest.raises(Exception) as refused:  # InputError, or Hydra's own error for a key without `+`
+        compose_checked(script, [override, *extra])
+    message = str(refused.value) + str(refused.value.__cause__ or "")
+    for phrase in phrases:
+        assert phrase in message, message
+
+
+@pytest.mark.parametrize(
+    ("script", "override", "phrase"),
+    [
+        ("train.py", "+model.d_modl=64", "did you mean model.d_model?"),
+        ("finetune.py", "optim.schedule=cosin", "optim.schedule='cosin' is not supported"),
+        ("evaluate.py", "+max_batch=2", "max_batch is not a setting"),
+        ("generate.py", "generation.strategy=nucleus", "strategy='nucleus' is not supported"),
+    ],
+)
+def test_each_entry_point_prints_a_refusal_as_its_message_and_writes_nothing(tmp_path, script, override, phrase):
+    extra = {"evaluate.py": ["run=x"], "generate.py": ["run=x", "prompt=hi"]}.get(script, [])
+    _refused(_run(script, tmp_path, override, *extra), tmp_path, phrase)
 
 
 def test_a_bad_sweep_value_is_refused_before_its_job_dir_exists(tmp_path):
@@ -112,8 +131,9 @@ def test_a_hydra_callback_target_is_refused_before_hydra_instantiates_it(tmp_pat
         ("hydra.job_logging.handlers.console.class=subprocess.Popen", "class='subprocess.Popen' is not allowed"),
     ],
 )
-def test_hydra_logging_configs_cannot_name_factories_or_truncate_files(tmp_path, override, phrase):
-    _refused(_run("train.py", tmp_path, override), tmp_path, phrase)
+def test_hydra_logging_configs_cannot_name_factories_or_truncate_files(project, override, phrase):
+    with pytest.raises(InputError, match=re.escape(phrase)):
+        compose_checked("train.py", [override])
 
 
 def test_a_preset_cannot_bring_a_logging_factory(tmp_path):
@@ -140,8 +160,17 @@ def test_a_preset_cannot_bring_a_logging_factory(tmp_path):
 def test_a_corpus_file_that_is_not_usable_text_is_refused_naming_it(tmp_path, content, phrase):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(content)
+    with pytest.raises(InputError) as refused:
+        build_corpus(DataConfig(source="files", files=[str(corpus)]), tmp_path / "hf")
+    assert f"data.files: {corpus}" in str(refused.value) and phrase in str(refused.value)
+    assert not (tmp_path / "hf").exists()
+
+
+def test_train_py_refuses_a_binary_corpus_after_hydra_made_its_dir_and_removes_the_dir(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
     done = _run("train.py", tmp_path, "data=text", f"data.files=[{corpus}]", *TINY)
-    _refused(done, tmp_path, f"data.files: {corpus}", phrase)
+    _refused(done, tmp_path, f"data.files: {corpus} is not a text file")
     assert not (tmp_path / ".cache").exists() or not any((tmp_path / ".cache").rglob("tokens.bin"))
 
 

@@ -52,9 +52,9 @@ def test_each_tokenizer_kind_round_trips_words(tmp_path, kind):
     assert tok.tokenizer.decode(ids).strip() == "she works for the party"
 
 
-def test_vocabulary_too_small_for_special_tokens(tmp_path):
+def test_vocabulary_too_small_for_special_tokens():
     with pytest.raises(ValueError, match="vocab_size=5 is too small.*special tokens"):
-        load_or_train_tokenizer(_corpus(tmp_path), replace(TOK, vocab_size=5), tmp_path)
+        replace(TOK, vocab_size=5).validate()
 
 
 def test_loading_a_tokenizer_file(tmp_path):

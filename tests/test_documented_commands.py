@@ -14,24 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from lmlab.errors import InputError
-from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
-from lmlab.generation import GenerateConfig
-from lmlab.pretraining.config import TrainConfig
-from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
-from lmlab.runs.hydra_guard import check_composed
 
-from .conftest import CONF, ROOT
+from .conftest import CONF, ROOT, compose_checked, entry_points
 
-ENTRY_POINTS = {
-    "train.py": ("config", TrainConfig),
-    "finetune.py": ("finetune", FinetuneConfig),
-    "evaluate.py": ("evaluate", EvaluateConfig),
-    "generate.py": ("generate", GenerateConfig),
-}
 _COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate)\.py(?: .*)?)$")
 # Files the documented commands name, and the paths that stand in for them.
 _FILES = ("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl")
@@ -94,28 +82,20 @@ COMMANDS = documented_commands()
 
 def test_the_documentation_has_commands_for_every_entry_point():
     scripts = {words[0] for _, words in COMMANDS}
-    assert scripts == set(ENTRY_POINTS), scripts
+    assert scripts == set(entry_points()), scripts
     assert len(COMMANDS) >= 30
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[where for where, _ in COMMANDS])
 def test_a_documented_command_composes_and_passes_the_checks(where, argv, stand_in_files, project, monkeypatch):
-    register_finetune_configs()
-    register_evaluate_configs()
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
     monkeypatch.chdir(stand_in_files)  # relative file names (train.tsv) are found here
     script, *words = argv
     words = [w for w in _with_stand_ins(words, stand_in_files) if w not in ("-m", "--multirun")]
     if words == ["--help"]:
         words = []
-    config_name, schema = ENTRY_POINTS[script]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=_first_point(words), return_hydra_config=True)
     gpu = any(w in ("trainer=gpu", "trainer.accelerator=gpu") for w in words)
     if gpu and not torch.cuda.is_available():
         with pytest.raises(InputError, match="this machine has no CUDA GPU"):
-            check_composed(cfg, schema)
+            compose_checked(script, _first_point(words))
         return
-    check_composed(cfg, schema)
+    compose_checked(script, _first_point(words))
