@@ -82,7 +82,14 @@ def test_run_learns_and_records_everything_in_mlflow(compose_config, project):
     assert [s for s, _ in ppl] == [0, 249, 499, 749, 999, 1249, 1499]
     assert ppl[-1][1] < ppl[0][1] / 5, ppl
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert artifacts == {"config.yaml", "tokenizer.json", "model.safetensors", "loss_curve.png", "examples.txt"}
+    assert artifacts == {
+        "config.yaml",
+        "tokenizer.json",
+        "model.safetensors",
+        "loss_curve.png",
+        "examples.txt",
+        "environment.txt",
+    }
     examples = (run_dir / "examples.txt").read_text()
     assert examples.count("== example") == 3 and "[MASK]" in examples and "targets: " in examples
 
