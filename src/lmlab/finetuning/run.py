@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -17,7 +16,6 @@ from torch.utils.data import DataLoader
 
 from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import ValidateOnLastStep
-from lmlab.config_schema import parse
 from lmlab.data.cache import file_digest
 from lmlab.data.corpus import build_corpus
 from lmlab.data.tokenizer import TrainedTokenizer, load_or_train_tokenizer
@@ -27,13 +25,12 @@ from lmlab.finetuning.module import FinetuneModule
 from lmlab.models import Backbone
 from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import load_export, write_export
-from lmlab.runs.targets import check_targets
+from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
 from lmlab.tracking.identity import redacted
-from lmlab.tracking.mlflow_run import check_store
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +107,7 @@ def _loader(features: list[dict[str, np.ndarray]], batch_size: int, shuffle: boo
 
 def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fine-tune as configured, writing the run under `run_dir`; returns the final validation metrics."""
-    check_targets(OmegaConf.to_container(cfg, resolve=False))
-    conf = parse(cfg, FinetuneConfig)
-    if conf.logger.kind == "mlflow":
-        check_store(conf.logger.tracking_uri)
-    pl.seed_everything(conf.seed, workers=True)
+    conf = start_stage(cfg, FinetuneConfig)
     run_dir = Path(run_dir)
     _refuse_unused_architecture(conf)
     task = conf.task_config()

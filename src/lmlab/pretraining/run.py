@@ -8,7 +8,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -18,7 +17,6 @@ from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_name
 from lmlab.callbacks.rng_state import RngState
-from lmlab.config_schema import parse
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.objectives import build_objective
@@ -29,23 +27,19 @@ from lmlab.runs.checkpoints import LAST, checkpoint_step, latest_checkpoint
 from lmlab.runs.config_drift import check_resume_config, record_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import write_export
-from lmlab.runs.targets import check_targets
+from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
 from lmlab.tracking.loss_curve import plot_loss_curve
-from lmlab.tracking.mlflow_run import MlflowRun, check_store
+from lmlab.tracking.mlflow_run import MlflowRun
 
 log = logging.getLogger(__name__)
 
 
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
-    check_targets(OmegaConf.to_container(cfg, resolve=False))
-    conf = parse(cfg, TrainConfig)
-    if conf.logger.kind == "mlflow":
-        check_store(conf.logger.tracking_uri)
-    pl.seed_everything(conf.seed, workers=True)
+    conf = start_stage(cfg, TrainConfig)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
