@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test test-fast services slurm tracking-server lint format ui clean
+.PHONY: help install lock train test test-all services slurm tracking-server lint typecheck format ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ lock: $(STAMP) ## recompile requirements/lock.txt after changing pyproject.toml'
 train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world); ARGS="..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP) services ## run the whole test suite (with the local Slurm cluster when run as root)
+test: $(STAMP) ## the everyday loop: every test not marked slow (about 8 min on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(STAMP) services ## every test: the slow end-to-end ones and (as root) the Slurm and PostgreSQL ones too; CI runs this
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 services: ## as root: start the local services the integration tests use (else their tests are skipped)
@@ -44,12 +47,12 @@ tracking-server: $(STAMP) ## start an MLflow server backed by PostgreSQL on 127.
 slurm: ## start a single-node Slurm cluster on this machine (root; scripts/slurm_cluster.sh stop ends it)
 	scripts/slurm_cluster.sh start
 
-test-fast: $(STAMP) ## run the tests that are not marked slow
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-
 lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy on src/ (settings in pyproject.toml)
+	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

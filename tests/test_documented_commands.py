@@ -1,10 +1,10 @@
 """Every documented entry-point command composes and passes lmlab's composition checks, so documentation cannot
 drift from the configs: the `python {train,finetune,evaluate,generate}.py ...` lines of README.md's and
-experiments/README.md's bash blocks, of the entry points' --help texts and of the comments in conf/.
+experiments/README.md's command blocks, of the entry points' --help texts and of the comments in conf/.
 
 A sweep (`-m a=1,2`) is checked at its first point; placeholders (<run>, /path/corpus.txt, train.tsv, ...) stand for
-files that exist; a command for a GPU is refused, naming the missing GPU, on a machine without one. Running each
-command at toy size (not only composing it), and the `make` and `scripts/` commands, is not done yet."""
+files that exist; a command for a GPU is refused, naming the missing GPU, on a machine without one. Each
+documented command also runs at toy size in tests/test_documented_commands_run.py (slow); this is the quick check."""
 
 from __future__ import annotations
 
@@ -19,30 +19,29 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lmlab.errors import InputError
 
 from .conftest import CONF, ROOT, compose_checked, entry_points
+from .doc_commands import documented_blocks
 
+ENTRY_POINT_SCRIPTS = ("train.py", "finetune.py", "evaluate.py", "generate.py")
 _COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate)\.py(?: .*)?)$")
 # Files the documented commands name, and the paths that stand in for them.
 _FILES = ("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl")
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:
-    """(where, argv after the shell's parsing) for every documented entry-point command."""
+    """(where, argv after the shell's parsing) for every documented entry-point command: the Markdown command blocks
+    (tests/doc_commands.py) and the comments and --help texts of conf/."""
     found = []
-    sources = [ROOT / "README.md", ROOT / "experiments" / "README.md", *sorted(CONF.rglob("*.yaml"))]
-    for path in sources:
-        in_bash = False
+    for block in documented_blocks():
+        for command in block:
+            words = command.argv(re.sub(r"<[^>]+>", "outputs/some-run", command.text))
+            if words[0] == "python" and words[1] in ENTRY_POINT_SCRIPTS:
+                found.append((command.where, words[1:]))
+    for path in sorted(CONF.rglob("*.yaml")):
         for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if path.suffix == ".md" and line.startswith("```"):
-                in_bash = line.strip() == "```bash"
-                continue
-            text = line.strip().removesuffix("\\").strip()
-            if path.suffix == ".md" and (not in_bash or text.startswith("#")):
-                continue
-            match = _COMMAND.search(text)
+            match = _COMMAND.search(line.strip())
             if match:
                 command = re.sub(r"<[^>]+>", "outputs/some-run", match.group(1).split(" # ")[0].split("  #")[0])
-                words = shlex.split(command)
-                found.append((f"{path.relative_to(ROOT)}:{number}", words))
+                found.append((f"{path.relative_to(ROOT)}:{number}", shlex.split(command)))
     return found
 
 

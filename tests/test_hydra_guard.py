@@ -4,12 +4,16 @@ Hydra's own config node."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
 from lmlab.errors import InputError
-from lmlab.runs.hydra_guard import check_hydra_node, check_no_passwords
+from lmlab.runs.hydra_guard import check_hydra_node, check_no_passwords, displaying_only
+
+from .conftest import ROOT
 
 
 def test_the_composition_hook_lmlab_wraps_is_still_there():
@@ -49,3 +53,17 @@ def test_a_uri_password_is_found_in_nested_values_and_lists_but_interpolations_p
     assert "pw" not in str(refused.value).replace("password", "")
     with pytest.raises(InputError, match=r"^hydra.overrides.task\[1\] holds"):
         check_no_passwords(["seed=1", "data.hub.path=s3://k:secret@bucket/x"], "hydra.overrides.task")
+
+
+def test_help_and_config_display_are_not_refused_for_values_still_to_give():
+    assert (
+        displaying_only(["--help"]) and displaying_only(["run=x", "--cfg", "job"]) and displaying_only(["--info=all"])
+    )
+    assert not displaying_only(["run=x", "prompt=--help"]) and not displaying_only([])
+
+
+@pytest.mark.parametrize("script", ["generate.py", "evaluate.py"])
+def test_help_of_an_entry_point_with_required_values_prints_its_examples(script):
+    done = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"python {script} run=<run>" in done.stdout

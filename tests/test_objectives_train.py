@@ -15,6 +15,10 @@ from lmlab.pretraining.run import pretrain
 
 from .conftest import CONF, TINY
 
+# Every objective and backbone knob trained end to end: minutes on 2 cores, so `make test-all` (CI) runs them and the
+# everyday `make test` relies on each objective's own unit tests.
+pytestmark = pytest.mark.slow
+
 OBJECTIVES = sorted(p.stem for p in (CONF / "objective").glob("*.yaml"))
 # Wider than TINY so that encoders leave the unigram plateau within a few hundred steps.
 MODEL = ["model.d_model=64", "model.n_heads=4", "model.d_ff=128", "model.init_std=0.125", "optim.lr=3e-3"]

@@ -205,6 +205,7 @@ def test_a_config_target_outside_the_allowlist_is_refused_before_anything_runs(c
     assert not (project / "run").exists() and not (project / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
     """The real process and the real signal: SIGTERM saves at the next batch; SIGKILL gives no chance, so the

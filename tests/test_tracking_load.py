@@ -7,24 +7,26 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 STEPS = 100
 
 
 def _job(root: str, i: int) -> None:
-    from lmlab.runs.trainer import ContinuingMLFlowLogger
+    from lmlab.runs.trainer import TrackedRunLogger
     from lmlab.tracking.mlflow_run import open_run
 
     uri = f"sqlite:///{root}/mlflow.db"
     params = {f"param{j}": str(j) for j in range(50)}
     run = open_run(uri, "lmlab", "", Path(root) / f"job{i}", f"job{i}", {"job": str(i)}, params, resume=False)
-    logger = ContinuingMLFlowLogger(run.client, {}, experiment_name="lmlab", tracking_uri=uri, run_id=run.run_id)
+    logger = TrackedRunLogger(run, "lmlab")
     for step in range(STEPS):
         logger.log_metrics({"train/loss": float(i * 1000 + step), "lr": 0.1}, step)
     run.finish()
 
 
+@pytest.mark.slow
 def test_eight_concurrent_writers_to_sqlite_lose_nothing(tmp_path):
     context = multiprocessing.get_context("spawn")
     jobs = [context.Process(target=_job, args=(str(tmp_path), i)) for i in range(8)]

@@ -34,6 +34,7 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, flo
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
+@pytest.mark.slow
 def test_run_learns_and_records_everything_in_mlflow(compose_config, project):
     # 64 wide with a width-appropriate init leaves the unigram plateau within ~1,000 steps (about 20 s).
     cfg = compose_config(

@@ -47,6 +47,7 @@ def parse_node(node: Mapping[str, Any], schema: type[T], prefix: str) -> T:
         parsed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
     except OmegaConfBaseException as err:
         raise InputError(f"invalid {prefix.rstrip('.')} config ({schema.__name__}): {err}") from err
+    assert isinstance(parsed, schema), parsed
     validate_tree(parsed)
     return parsed
 
@@ -78,11 +79,11 @@ def unknown_keys(node: Any, schema: type, path: str = "") -> list[str]:
 def _schema_of(value: Any, hint: Any) -> type | None:
     """The dataclass a node is checked against: its field's type, or (a field typed `Any` that a structured node
     filled, such as a task family's config) the node's own."""
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return hint
     if isinstance(value, DictConfig):
         own = OmegaConf.get_type(value)
-        return own if is_dataclass(own) else None
+        return own if isinstance(own, type) and is_dataclass(own) else None
     return None
 
 

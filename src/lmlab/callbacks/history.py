@@ -9,7 +9,10 @@ from pytorch_lightning.callbacks import Callback
 
 
 class MetricHistory(Callback):
-    def __init__(self, keys: tuple[str, ...] = ("train/loss", "val/loss", "val/ppl", "val/acc")) -> None:
+    def __init__(
+        self, every_n_steps: int, keys: tuple[str, ...] = ("train/loss", "val/loss", "val/ppl", "val/acc")
+    ) -> None:
+        self.every_n_steps = max(1, every_n_steps)
         self.keys = keys
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in keys}
 
@@ -20,7 +23,7 @@ class MetricHistory(Callback):
                 self.history[key].append((trainer.global_step, float(value)))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+        if trainer.global_step % self.every_n_steps == 0:
             self._record(trainer, tuple(k for k in self.keys if k.startswith("train/")))
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

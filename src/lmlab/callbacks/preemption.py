@@ -21,6 +21,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
+from lmlab.callbacks.lightning_internals import log_batch_metrics_now
+
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
@@ -45,7 +47,7 @@ class StopOnSignal(Callback):
         self._previous: dict[int, Any] = {}
         # The handlers of whoever runs this process, taken before Lightning installs its own.
         in_main = threading.current_thread() is threading.main_thread()
-        self._owner = {s: signal.getsignal(s) for s in STOP_SIGNALS} if in_main else {}
+        self._owner: dict[int, Any] = {s: signal.getsignal(s) for s in STOP_SIGNALS} if in_main else {}
 
     def _flag(self, signum: int, frame: Any) -> None:
         if signum not in self.received:
@@ -55,8 +57,11 @@ class StopOnSignal(Callback):
         """Once the stop is saved and recorded: run the owner's handler for each received signal (submitit's USR2
         handler requeues the job and exits) and exit with 128 + the first signal. Without an owner (a plain
         `python train.py` in a shell) this returns and the process ends normally."""
-        owned = [(s, self._owner.get(s)) for s in stopped.signals]
-        owned = [(s, h) for s, h in owned if callable(h) and h is not signal.default_int_handler]
+        owned = []
+        for signum in stopped.signals:
+            handler = self._owner.get(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                owned.append((signum, handler))
         if not owned:
             return
         for signum, handler in owned:
@@ -91,7 +96,5 @@ class StopOnSignal(Callback):
             trainer.global_step,
         )
         trainer.save_checkpoint(self.last_checkpoint)
-        # Lightning logs a batch's metrics only after every on_train_batch_end hook: log them before stopping.
-        trainer._logger_connector.on_batch_end()
-        trainer._logger_connector.update_train_step_metrics()
+        log_batch_metrics_now(trainer)
         raise StoppedOnSignal(list(self.received), trainer.global_step)

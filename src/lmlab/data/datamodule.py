@@ -21,16 +21,19 @@ from lmlab.data.tokenizer import PAD, TrainedTokenizer, load_or_train_tokenizer
 class ResumableLoader(DataLoader):
     """A DataLoader whose position Lightning saves in checkpoints and restores on resume (mid-epoch too)."""
 
-    def __init__(self, progress: Callable[[], tuple[int, int]], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, progress: Callable[[], tuple[int, int]], dataset: Any, sampler: EpochSampler, **kwargs: Any
+    ) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
         self.progress = progress
+        self.epoch_sampler = sampler
 
     def state_dict(self) -> dict[str, int]:
         epoch, batches_done = self.progress()
         return {"epoch": epoch, "batches_done": batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.sampler.resume_at(state["epoch"], state["batches_done"])
+        self.epoch_sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 class PretrainDataModule(pl.LightningDataModule):

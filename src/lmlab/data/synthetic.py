@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 GENERATOR_VERSION = 2
 
@@ -35,7 +36,7 @@ _ORG_SUFFIX = {
     "politics": ("Party", "Council", "Alliance"),
     "arts": ("Theatre", "Orchestra", "Gallery"),
 }
-_TOPICS: dict[str, dict[str, tuple[str, ...]]] = {
+_TOPICS: dict[str, dict[str, Any]] = {
     "sports": {
         "jobs": ("footballer", "coach", "runner", "swimmer", "referee"),
         "events": ("final", "derby", "championship", "tournament", "race"),

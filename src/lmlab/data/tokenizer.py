@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -50,7 +51,7 @@ class TrainedTokenizer:
     @property
     def sentinel_ids(self) -> list[int]:
         """[SPAN0], [SPAN1], ... in order."""
-        ids = []
+        ids: list[int] = []
         while (token_id := self.tokenizer.token_to_id(sentinel(len(ids)))) is not None:
             ids.append(token_id)
         return ids
@@ -114,7 +115,8 @@ def _load(path: Path) -> TrainedTokenizer:
 
 def _new_tokenizer(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     specials = list(SPECIAL_TOKENS) + [sentinel(i) for i in range(cfg.sentinels)]
-    common = {"vocab_size": cfg.vocab_size, "special_tokens": specials, "show_progress": True}
+    common: dict[str, Any] = {"vocab_size": cfg.vocab_size, "special_tokens": specials, "show_progress": True}
+    trainer: trainers.Trainer
     norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
     if cfg.kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics import MeanMetric, MetricCollection
 
 from lmlab.models import Backbone
@@ -50,5 +49,5 @@ class FinetuneModule(pl.LightningModule):
         self.val_loss.reset()
         self.val_metrics.reset()
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return lightning_optimizers(self, self.optim_cfg, self.max_steps)

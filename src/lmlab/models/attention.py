@@ -86,7 +86,7 @@ class SelfAttention(nn.Module):
         if ctx.rotary is not None:
             q, k = apply_rotary(q, ctx.rotary), apply_rotary(k, ctx.rotary)
         if cache is not None:
-            if cache.k is not None:
+            if cache.k is not None and cache.v is not None:
                 k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
             cache.k, cache.v = k, v
         mask = ctx.attn_mask
@@ -118,7 +118,7 @@ class CrossAttention(nn.Module):
     ) -> torch.Tensor:
         """memory_mask: (B, T) bool, True at real encoder positions. The memory's keys and values are
         projected once per cache."""
-        if cache is not None and cache.cross_k is not None:
+        if cache is not None and cache.cross_k is not None and cache.cross_v is not None:
             k, v = cache.cross_k, cache.cross_v
         else:
             k, v = (_heads(t, self.n_heads) for t in self.kv(memory).chunk(2, dim=-1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -9,7 +11,7 @@ from lmlab.models.attention import CrossAttention, LayerCache, MixContext, SelfA
 from lmlab.models.config import ModelConfig
 from lmlab.models.conv import LightweightConv
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "relu": nn.ReLU,
@@ -59,6 +61,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, cfg: ModelConfig, cross_attention: bool = False) -> None:
         super().__init__()
         self.pre_norm = cfg.norm_position == "pre"
+        self.mixer: nn.Module
         if cfg.mixer == "conv":
             self.mixer = LightweightConv(cfg.d_model, cfg.n_heads, cfg.kernel_size, cfg.attention_dropout)
         else:

@@ -20,6 +20,8 @@ class LearnedPositions(nn.Module):
 class SinusoidalPositions(nn.Module):
     """The fixed sin/cos table of Vaswani et al.; not a parameter, so it is not trained or saved."""
 
+    table: torch.Tensor
+
     def __init__(self, max_positions: int, d_model: int) -> None:
         super().__init__()
         position = torch.arange(max_positions, dtype=torch.float32).unsqueeze(1)
@@ -36,6 +38,9 @@ class SinusoidalPositions(nn.Module):
 class RotaryPositions(nn.Module):
     """RoPE (Su et al.): rotate each pair of query/key channels by an angle proportional to the position,
     so attention scores depend on relative offsets only. Returns (cos, sin) for `apply_rotary`."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
 
     def __init__(self, max_positions: int, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ class Objective(ABC):
     Config: ClassVar[type]
     layout: ClassVar[str] = "encoder"
     # Whether `loss` is a mean token negative log-likelihood, so exp(loss) is a perplexity worth logging.
-    loss_is_nll: ClassVar[bool] = True
+    loss_is_nll: bool = True
 
     def __init__(self, cfg: Any, tokenizer: TrainedTokenizer) -> None:
         self.cfg = cfg

@@ -31,7 +31,8 @@ class MixtureConfig:
 
 
 def _split(component: Any) -> tuple[dict, float]:
-    node = dict(OmegaConf.to_container(component) if OmegaConf.is_config(component) else component)
+    node = OmegaConf.to_container(component) if OmegaConf.is_config(component) else dict(component)
+    assert isinstance(node, dict), component
     weight = float(node.pop("weight", 1.0))
     if not node.get("name") or node["name"] == "mixture" or weight <= 0:
         raise InputError(f"objective.components entry {node}: needs a name other than mixture and weight > 0")
@@ -80,7 +81,7 @@ class Mixture(Objective):
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         index = self._component(batch)
-        out = self.components[index].forward(backbone, head[index], batch)
+        out = self.components[index].forward(backbone, head.get_submodule(str(index)), batch)
         label = self.labels[index]
         parts = {f"{label}_loss": out.loss.detach(), **{f"{label}/{k}": v for k, v in out.parts.items()}}
         return ObjectiveOutput(out.loss, out.n_targets, out.n_correct, parts)

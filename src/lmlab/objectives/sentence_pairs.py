@@ -122,8 +122,8 @@ class SentencePairObjective(Objective):
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         hidden = backbone(batch["input_ids"], batch.get("padding_mask"), segment_ids=batch["segment_ids"])
-        mlm = predict_tokens(hidden, batch["labels"], head["mlm"], backbone)
-        logits = head["pair"](hidden[:, 0]).float()
+        mlm = predict_tokens(hidden, batch["labels"], head.get_submodule("mlm"), backbone)
+        logits = head.get_submodule("pair")(hidden[:, 0]).float()
         pair_loss = F.cross_entropy(logits, batch["pair_label"])
         pair_acc = (logits.argmax(-1) == batch["pair_label"]).float().mean()
         loss = mlm.loss + self.cfg.pair_loss_weight * pair_loss

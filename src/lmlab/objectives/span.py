@@ -36,7 +36,7 @@ def span_counts(n: int, noise_density: float, mean_span_length: float) -> tuple[
 
 def _random_partition(total: int, parts: int, rng: np.random.Generator) -> np.ndarray:
     """`parts` positive integers summing to `total`, uniformly over such compositions."""
-    cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False)) if parts > 1 else []
+    cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False))
     return np.diff(np.concatenate([[0], cuts, [total]])).astype(np.int64)
 
 

@@ -21,7 +21,9 @@ def describe_examples(
         labels = example.get("labels")
         token_keys = [key for key in example if key.endswith("input_ids")]
         lines = [f"== example {index} =="]
-        lines += [f"{key}: " + " ".join(tok.id_to_token(int(i)) for i in example[key]) for key in token_keys]
+        lines += [
+            f"{key}: " + " ".join(tok.id_to_token(int(i)) or f"<{int(i)}>" for i in example[key]) for key in token_keys
+        ]
         if labels is not None:
             where = np.flatnonzero(labels != IGNORE)
             lines.append("targets: " + " ".join(f"{p}:{tok.id_to_token(int(labels[p]))}" for p in where))

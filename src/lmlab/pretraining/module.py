@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -56,7 +55,7 @@ class PretrainModule(pl.LightningModule):
         self.flops_per_batch = self.objective.flops_per_batch(self.backbone, batch)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({f"train/{key}": value for key, value in out.parts.items()})
-        self.log("lr", self.optimizers().param_groups[0]["lr"])
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -79,5 +78,5 @@ class PretrainModule(pl.LightningModule):
         for metric in (self.val_loss, self.val_acc, *self.val_parts.values()):
             metric.reset()
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return lightning_optimizers(self, self.optim_cfg, self.max_steps)

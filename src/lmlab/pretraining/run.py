@@ -8,7 +8,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -26,6 +25,7 @@ from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.checkpoints import LAST, checkpoint_step, latest_checkpoint
 from lmlab.runs.config_drift import check_resume_config, record_config
 from lmlab.runs.console import closing_summary
+from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import write_export
 from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
@@ -43,7 +43,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
-    lead = rank_zero_only.rank == 0
+    lead = lead_process()
     if lead:
         check_writable_dir(ckpt_dir, "the checkpoint directory")
     start = _resume_point(conf, ckpt_dir)
@@ -51,7 +51,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
-    data, tokenizer, module = _build(conf)
+    data, tokenizer, module = build_pretraining(conf)
     objective = module.objective
     resume_tags = _record_start(run_dir, resolved, start, changes) if lead else None
     tags = {
@@ -69,7 +69,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         (run_dir / "examples.txt").write_text(describe_examples(objective, data.blocks("train"), tokenizer, conf.seed))
     if tracked is not None and not tracked.resumed:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
-    history = MetricHistory()
+    history = MetricHistory(conf.trainer.log_every_n_steps)
     stop = StopOnSignal(ckpt_dir / LAST)
     checkpoints = _checkpointing(ckpt_dir)
     try:
@@ -108,7 +108,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def _build(conf: TrainConfig) -> tuple[PretrainDataModule, TrainedTokenizer, PretrainModule]:
+def build_pretraining(conf: TrainConfig) -> tuple[PretrainDataModule, TrainedTokenizer, PretrainModule]:
     """The data (tokenizer trained or loaded, corpus cached) and the module of objective + backbone."""
     data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
     tokenizer = data.prepare()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from lightning_fabric.utilities.rank_zero import rank_zero_only
@@ -33,7 +33,7 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig, Path], R], owns_run_dir
     try:
         check_hydra_node(_hydra_tree(hc))  # sweep jobs composed in another process come here unchecked
         check_no_passwords(list(hc.overrides.task), "hydra.overrides.task")
-        if not owns_run_dir or rank_zero_only.rank != 0:  # DDP ranks > 0 are processes of the same job
+        if not owns_run_dir or not lead_process():  # DDP ranks > 0 are processes of the same job
             return task(cfg, run_dir)
         with job_lock(run_dir):
             log_file = run_dir / f"{hc.job.name}.log"
@@ -48,8 +48,16 @@ def run_job(cfg: DictConfig, task: Callable[[DictConfig, Path], R], owns_run_dir
         raise ConfigRefused(str(err)) from err
 
 
-def _hydra_tree(hc: DictConfig) -> dict:
-    return OmegaConf.to_container(hc, resolve=False)
+def lead_process() -> bool:
+    """Whether this process is rank 0 of its job (the one that records, tracks and exports), as Lightning sets it
+    from the launcher's environment."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _hydra_tree(hc: Any) -> dict:
+    tree = OmegaConf.to_container(hc, resolve=False)
+    assert isinstance(tree, dict), tree
+    return tree
 
 
 def _holds_only_hydra_files(run_dir: Path, log_file: Path, log_may_grow: bool = False) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,9 @@ from lmlab.runs.targets import check_targets
 PLUGIN_NODES = ("hydra.launcher", "hydra.sweeper")
 _LOGGING_NODES = ("hydra.job_logging", "hydra.hydra_logging")
 _URI_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
+
+# Hydra's flags that display the composed config or help and exit without running the task.
+_DISPLAY_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
 
 _schemas: dict[str, type] = {}
 
@@ -57,7 +61,7 @@ def guard_compositions(config_name: str, schema: type) -> None:
         cfg = original(self, config_name, *args, **kwargs)
         if config_name in _schemas:
             try:
-                check_composed(cfg, _schemas[config_name])
+                check_composed(cfg, _schemas[config_name], complete=not displaying_only(sys.argv[1:]))
             except InputError as err:
                 raise ConfigRefused(str(err)) from err
         return cfg
@@ -66,9 +70,17 @@ def guard_compositions(config_name: str, schema: type) -> None:
     ConfigLoaderImpl.load_configuration = load_configuration  # type: ignore[method-assign]
 
 
-def check_composed(cfg: DictConfig, schema: type) -> None:
-    """Refuse (InputError) a composed config, `hydra` node included, that lmlab would not use as written."""
+def displaying_only(argv: list[str]) -> bool:
+    """Whether Hydra was asked only to show something (`--help`, `--cfg job`, ...), not to run a job: a config
+    shown before its required values (`run=???`) are given is not refused."""
+    return any(arg == flag or arg.startswith(f"{flag}=") for arg in argv for flag in _DISPLAY_FLAGS)
+
+
+def check_composed(cfg: DictConfig, schema: type, complete: bool = True) -> None:
+    """Refuse (InputError) a composed config, `hydra` node included, that lmlab would not use as written; with
+    `complete=False` (a config only displayed) the settings themselves are not parsed."""
     tree = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(tree, dict), tree
     hydra_tree = tree.pop("hydra", None) or {}
     check_targets(tree)
     check_hydra_node(hydra_tree)
@@ -81,7 +93,8 @@ def check_composed(cfg: DictConfig, schema: type) -> None:
         task = copy.deepcopy(cfg)
         with read_write(task), open_dict(task):
             del task["hydra"]
-    parse(task, schema)
+    if complete:
+        parse(task, schema)
 
 
 def check_hydra_node(tree: Mapping[str, Any]) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from lmlab.runs.config import OptimConfig
@@ -33,7 +33,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         parameter_groups(model, cfg.weight_decay),
         lr=cfg.lr,
-        betas=tuple(cfg.betas),
+        betas=(cfg.betas[0], cfg.betas[1]),
         eps=cfg.eps,
         fused=on_cuda,
     )
@@ -54,7 +54,7 @@ def lr_lambda(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def lightning_optimizers(model: nn.Module, cfg: OptimConfig, total_steps: int) -> dict[str, Any]:
+def lightning_optimizers(model: nn.Module, cfg: OptimConfig, total_steps: int) -> OptimizerLRSchedulerConfig:
     """What a LightningModule's `configure_optimizers` returns: AdamW and the per-step schedule."""
     optimizer = build_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))

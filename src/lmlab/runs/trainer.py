@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import CSVLogger, Logger, MLFlowLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 
 from lmlab.callbacks.progress import ProgressLines
 from lmlab.runs.checkpoints import AtomicCheckpointIO
@@ -28,7 +30,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
-        precision=t.precision,
+        precision=t.precision,  # type: ignore[arg-type]  # one of PRECISIONS (TrainerConfig.validate)
         max_steps=t.max_steps,
         val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None,
@@ -52,37 +54,50 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
     )
 
 
-class ContinuingMLFlowLogger(MLFlowLogger):
-    """Logs into an existing run through its `BufferedClient` (training goes on through a tracking outage); a metric
-    at a step the run already holds (a step replayed after resuming from an earlier checkpoint, which reproduces the
-    same value) is not logged a second time."""
+class TrackedRunLogger(Logger):
+    """Lightning's view of the MLflow run lmlab opened (`lmlab.runs.tracked`), written through its `BufferedClient`
+    so training goes on through a tracking outage. Built on Lightning's public `Logger` base: lmlab owns the run,
+    so it needs none of `MLFlowLogger`'s run creation. A metric at a step the run already holds (a step replayed
+    after resuming from an earlier checkpoint, which reproduces the same value) is not logged a second time.
+    The run code, not Lightning, sets the run's status."""
 
-    def __init__(self, client: BufferedClient, logged_steps: dict[str, int], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._mlflow_client = client
-        self.logged_steps = logged_steps
+    def __init__(self, tracked: MlflowRun, experiment_name: str) -> None:
+        super().__init__()
+        self.tracked = tracked
+        self.experiment_name = experiment_name
 
-    def finalize(self, status: str = "success") -> None:
-        """Lightning finalizes after every `validate` and `fit`, which would mark a run FINISHED after its step-0
-        validation while it trains on, or FAILED when it stops on a signal. The run code sets every status."""
+    @property
+    def name(self) -> str:
+        return self.experiment_name
+
+    @property
+    def version(self) -> str:
+        return self.tracked.run_id
+
+    @property
+    def experiment(self) -> BufferedClient:
+        return self.tracked.client
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Parameters are the run's resolved config, logged when the run opened."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        if step is not None:
-            metrics = {k: v for k, v in metrics.items() if step > self.logged_steps.get(k, -1)}
-        if metrics:
-            super().log_metrics(metrics, step)
+        logged = self.tracked.logged_steps
+        at = 0 if step is None else step
+        timestamp = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), timestamp, at)
+            for key, value in metrics.items()
+            if step is None or step > logged.get(key, -1)
+        ]
+        if batch:
+            self.tracked.client.log_batch(self.tracked.run_id, metrics=batch)
 
 
 def lightning_logger(cfg: LoggerConfig, run_dir: Path, tracked: MlflowRun | None) -> Logger | bool:
-    """Lightning's MLflow logger writing into our (already opened) run, a CSV logger, or none."""
+    """A logger writing into our (already opened) MLflow run, a CSV logger, or none."""
     if tracked is not None:
-        return ContinuingMLFlowLogger(
-            tracked.client,
-            tracked.logged_steps,
-            experiment_name=cfg.experiment,
-            tracking_uri=tracked.tracking_uri,
-            run_id=tracked.run_id,
-        )
+        return TrackedRunLogger(tracked, cfg.experiment)
     if cfg.kind == "csv":
         return CSVLogger(save_dir=run_dir, name="csv")
     return False

@@ -12,15 +12,15 @@ def bio_spans(tags: Sequence[str]) -> set[tuple[int, int, str]]:
     """(start, end exclusive, type) of each entity. An I-X that does not continue an X entity starts a new one
     (the lenient reading conlleval uses)."""
     spans: set[tuple[int, int, str]] = set()
-    start, kind = None, None
+    current: tuple[int, str] | None = None  # (start, type) of the entity being read
     for i, tag in enumerate([*tags, "O"]):
         prefix, _, label = tag.partition("-")
-        continues = prefix == "I" and kind == label
-        if start is not None and not continues:
-            spans.add((start, i, kind))
-            start, kind = None, None
+        continues = prefix == "I" and current is not None and current[1] == label
+        if current is not None and not continues:
+            spans.add((current[0], i, current[1]))
+            current = None
         if prefix == "B" or (prefix == "I" and not continues):
-            start, kind = i, label
+            current = (i, label)
     return spans
 
 
@@ -29,6 +29,9 @@ class EntityF1(Metric):
     and F1 in a dict."""
 
     full_state_update = False
+    correct: torch.Tensor
+    predicted: torch.Tensor
+    gold: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -45,6 +45,10 @@ class SquadScore(Metric):
     of 1, like every other metric here). A question no window answered scores 0."""
 
     full_state_update = False
+    example: list[torch.Tensor]
+    score: list[torch.Tensor]
+    start: list[torch.Tensor]
+    end: list[torch.Tensor]
 
     def __init__(self, references: Sequence[tuple[str, Sequence[str]]]) -> None:
         """references[i] = (context, gold answers) of question i."""

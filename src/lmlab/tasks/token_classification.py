@@ -112,7 +112,8 @@ FAMILY = TokenClassification
 
 def tagged_words(text: str, entities: list[tuple[int, int, str]]) -> TaggedExample:
     """Words (and punctuation) of `text` with BIO tags from character-span entities."""
-    tokens, tags = [], []
+    tokens: list[str] = []
+    tags: list[str] = []
     for match in _WORD.finditer(text):
         tag = "O"
         for start, end, kind in entities:

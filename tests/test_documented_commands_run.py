@@ -1,0 +1,256 @@
+"""Every documented command runs, as written, at toy size: the command blocks of README.md and experiments/README.md
+in document order, then the examples each entry point's `--help` prints.
+
+They run in one project made for the purpose: the entry points, conf/ and experiments/ copied with toy sizes (a
+2-layer, 32-wide model; a 300-document world; 20 steps; 100-example tasks), the Makefile, scripts and .venv linked,
+LMLAB_ROOT pointing at it. What the user would fill in is filled in with something real: a run placeholder
+(`<run>`, `<MLflow run id>`, `pretrained=...`) with the default run (its directory or MLflow run id; for generation
+and seq2seq, the `objective=clm` run), `/path/...` and `../shared/...` with small text files, and the task files
+(train.tsv, ...) are written in the formats the tasks read. Step counts written in a command (`trainer.max_steps=N`)
+shrink to max(20, N / 100), everywhere in the command, so a run directory named after them still matches.
+
+A command for a GPU must be refused naming the missing GPU on a machine without one (and is not run at full size on
+one). Commands for the Slurm cluster and the PostgreSQL tracking server run when those services are up (`make
+services`), else are skipped, or fail under LMLAB_REQUIRE_SERVICES=1 as in CI. `make test-all` is this suite itself."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lmlab.data.synthetic import World
+
+from .conftest import ROOT
+from .doc_commands import DocCommand, documented_blocks
+
+pytestmark = pytest.mark.slow
+
+ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py")
+DEFAULT_RUN = "outputs/default/defaults"
+DECODER_RUN = "outputs/default/objective=clm"
+# conf file (in the copy) -> the settings that make it toy-sized
+TOY_SETTINGS = {
+    "conf/model/tiny.yaml": {"model.n_layers": 2, "model.d_model": 32, "model.n_heads": 2, "model.d_ff": 64},
+    "conf/data/synthetic.yaml": {
+        "world.train_documents": 300,
+        "world.validation_documents": 40,
+        "tokenizer.vocab_size": 700,
+        "block_size": 32,
+    },
+    "conf/data/text.yaml": {"tokenizer.vocab_size": 700, "block_size": 32, "batch_size": 16},
+    "conf/trainer/cpu.yaml": {
+        "max_steps": 20,
+        "val_check_interval": 10,
+        "limit_val_batches": 4,
+        "log_every_n_steps": 5,
+    },
+    "conf/finetune.yaml": {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 10,
+        "optim.warmup_steps": 5,
+    },
+    "experiments/preset/objectives.yaml": {"trainer.max_steps": 20, "trainer.val_check_interval": 10},
+    # The local cluster's node has 2 CPUs; the default asks 4 per task.
+    "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
+}
+TOY_TASK_EXAMPLES = {"train_examples": 100, "validation_examples": 40}
+NOT_RUN = {
+    "make test-all": "it is this test suite (.ci/run runs it)",
+    "make test": "it is this test suite, less its slow tests",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True).stdout
+    return any(s.startswith(("idle", "mix", "alloc")) for s in state.split())
+
+
+def _postgres_installed() -> bool:
+    return bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+def _set(path: Path, settings: dict[str, object]) -> None:
+    """Set dotted keys in a YAML config, keeping its `# @package` line."""
+    text = path.read_text()
+    header = [line for line in text.splitlines() if line.startswith("# @package")]
+    cfg = OmegaConf.load(path)
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key, value, force_add=False)
+    path.write_text("\n".join([*header, OmegaConf.to_yaml(cfg)]))
+
+
+def _write_task_files(root: Path, world: World) -> None:
+    docs = world.documents(0, 60)
+    rows = ["text\tlabel"] + [f"{d.text.splitlines()[0]}\t{d.topic}" for d in docs]
+    conll, squad, pairs = [], [], []
+    for d in docs:
+        words = d.text.split()[:20]
+        conll.append("\n".join(f"{w} {'B-PER' if w[:1].isupper() else 'O'}" for w in words) + "\n")
+        for question, answer, start in d.facts[:1]:
+            qa = {"id": str(len(squad)), "question": question, "answers": [{"text": answer, "answer_start": start}]}
+            squad.append({"context": d.text, "qas": [qa]})
+        pairs.append(json.dumps({"source": d.text, "target": d.headline}))
+    for split in ("train", "dev"):
+        (root / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+        (root / f"{split}.conll").write_text("-DOCSTART- O\n\n" + "\n".join(conll))
+        (root / f"{split}.json").write_text(json.dumps({"data": [{"paragraphs": squad}]}))
+        (root / f"{split}.jsonl").write_text("\n".join(pairs) + "\n")
+
+
+def _make_project(root: Path) -> None:
+    for name in ENTRY_POINTS:
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "conf", root / "conf")
+    shutil.copytree(ROOT / "experiments", root / "experiments", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "pyproject.toml", "requirements", "scripts", ".venv"):
+        (root / name).symlink_to(ROOT / name)
+    for path, settings in TOY_SETTINGS.items():
+        _set(root / path, settings)
+    for task in (root / "conf" / "task").glob("synthetic_*.yaml"):
+        _set(task, TOY_TASK_EXAMPLES)
+    world = World(1234)
+    text = "\n\n".join(d.text for d in world.documents(0, 300)) + "\n"
+    (root / "texts").mkdir()
+    for name in ("corpus.txt", "a.txt", "b.txt", "input.txt"):
+        (root / "texts" / name).write_text(text)
+    (root / "held_out.txt").write_text(text)
+    _write_task_files(root, world)
+
+
+@pytest.fixture(scope="module")
+def toy_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("toy_project")
+    _make_project(root)
+    yield root
+
+
+def _run_id(root: Path, run_dir: str) -> str:
+    return json.loads((root / run_dir / "tracking.json").read_text())["run_id"]
+
+
+def _fill_in(command: DocCommand, root: Path) -> str:
+    """The command as a user would type it here: placeholders filled in, step counts shrunk."""
+    text = command.text
+    generative = "generate.py" in text or "seq2seq" in text
+    run = DECODER_RUN if generative else DEFAULT_RUN
+    run = f"\"'{run}'\"" if "=" in run else run  # Hydra reads a value with `=` only quoted, as the README writes it
+    if "<MLflow run id>" in text:
+        text = text.replace("<MLflow run id>", _run_id(root, DEFAULT_RUN))
+    text = re.sub(r"<[^>]+>", run, text)
+    text = re.sub(r"\b(run|pretrained)=\.\.\.(?=\s|$)", rf"\1={run}", text)
+    text = re.sub(r"\bprompt=\.\.\.", "prompt='She works for'", text)
+    text = text.replace("/path/", f"{root}/texts/").replace("../shared/data/tinyshakespeare/", "texts/")
+    return re.sub(r"max_steps=(\d+)", lambda m: f"max_steps={max(20, int(m.group(1)) // 100)}", text)
+
+
+def _needs(argv: list[str]) -> str | None:
+    """The service a command needs that is not up, if any."""
+    if "hydra/launcher=slurm" in argv and not _slurm_up():
+        return "no Slurm cluster is up (make services)"
+    server = "logger=server" in argv or argv[:2] == ["make", "tracking-server"] or "tracking_server.sh" in argv[0]
+    if server and not _postgres_installed():
+        return "PostgreSQL is not installed (make services)"
+    return None
+
+
+def _execute(command: DocCommand, root: Path, env: dict[str, str]) -> str | None:
+    """Run one documented command; the reason it was not run, if it was not."""
+    written = " ".join(command.argv())
+    if written in NOT_RUN:
+        return NOT_RUN[written]
+    argv = command.argv(_fill_in(command, root))
+    gpu = "trainer=gpu" in argv
+    if gpu and torch.cuda.is_available():
+        return "a full-size GPU run"
+    missing = None if gpu else _needs(argv)
+    if missing:
+        if os.environ.get("LMLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{command.where}: LMLAB_REQUIRE_SERVICES=1 but {missing}")
+        return missing
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    output = f"{command.where}: {shlex.join(argv)}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    if gpu:
+        assert done.returncode != 0 and "this machine has no CUDA GPU" in done.stderr, output
+    else:
+        assert done.returncode == 0, output
+    return None
+
+
+def _environment(root: Path, state: Path) -> dict[str, str]:
+    port = _free_port()
+    return {
+        **os.environ,
+        "LMLAB_ROOT": str(root),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        # The tracking-server commands start their own server, on free ports, with a state dir of their own.
+        "LMLAB_TRACKING_STATE": str(state),
+        "LMLAB_TRACKING_PORT": str(port),
+        "LMLAB_PG_PORT": str(_free_port()),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+    }
+
+
+@pytest.fixture(scope="module")
+def environment(toy_project: Path) -> Iterator[dict[str, str]]:
+    # PostgreSQL runs as the postgres user when the tests run as root: its dir must not sit under a private tmp.
+    state = Path(tempfile.mkdtemp(prefix="lmlab-doc-tracking-", dir="/var/tmp"))
+    state.chmod(0o755)
+    env = _environment(toy_project, state)
+    try:
+        yield env
+    finally:
+        if (state / "mlflow.pid").exists() or (state / "pg").exists():
+            subprocess.run([str(ROOT / "scripts" / "tracking_server.sh"), "stop"], env=env, capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _help_blocks() -> list[list[DocCommand]]:
+    """The examples each entry point's --help prints (read from its conf, where Hydra reads them)."""
+    blocks = []
+    for script, config in zip(ENTRY_POINTS, ("config", "finetune", "evaluate", "generate"), strict=True):
+        header = OmegaConf.load(ROOT / "conf" / f"{config}.yaml").hydra.help.header
+        lines = [line.strip() for line in header.splitlines() if line.strip().startswith("python ")]
+        assert lines, f"{script} --help has no example"
+        blocks.append(
+            [DocCommand(f"{script} --help", f"python {script} --help")]
+            + [DocCommand(f"{script} --help", line) for line in lines]
+        )
+    return blocks
+
+
+BLOCKS = documented_blocks() + _help_blocks()
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[block[0].where for block in BLOCKS])
+def test_a_documented_command_block_runs(block, toy_project, environment):
+    skipped = {command.where: _execute(command, toy_project, environment) for command in block}
+    skipped = {where: why for where, why in skipped.items() if why}
+    if len(skipped) == len(block):
+        pytest.skip(f"not run: {skipped}")
+    if skipped:
+        warnings.warn(f"not run: {skipped}", stacklevel=1)
