@@ -48,15 +48,18 @@ def entry_points() -> dict[str, tuple[str, type]]:
     from lmlab.generation import GenerateConfig
     from lmlab.pretraining.config import TrainConfig
     from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
+    from lmlab.studies.config import StudyConfig, register_study_configs
 
     register_finetune_configs()
     register_evaluate_configs()
+    register_study_configs()
     ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
     return {
         "train.py": ("config", TrainConfig),
         "finetune.py": ("finetune", FinetuneConfig),
         "evaluate.py": ("evaluate", EvaluateConfig),
         "generate.py": ("generate", GenerateConfig),
+        "study.py": ("study", StudyConfig),
     }
 
 

@@ -40,7 +40,7 @@ from .doc_commands import DocCommand, documented_blocks
 
 pytestmark = pytest.mark.slow
 
-ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py")
+ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py")
 DEFAULT_RUN = "outputs/default/defaults"
 DECODER_RUN = "outputs/default/objective=clm"
 # conf file (in the copy) -> the settings that make it toy-sized
@@ -67,6 +67,18 @@ TOY_SETTINGS = {
     "experiments/preset/objectives.yaml": {"trainer.max_steps": 20, "trainer.val_check_interval": 10},
     # The local cluster's node has 2 CPUs; the default asks 4 per task.
     "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
+    "conf/study/objectives_synthetic.yaml": {
+        "study.steps": 20,
+        "study.pretrain": ["trainer.val_check_interval=10", "trainer.limit_val_batches=4", "optim.warmup_steps=5"],
+        "study.finetune": ["trainer.max_steps=20", "trainer.val_check_interval=10", "optim.warmup_steps=5"],
+        "study.tasks": [{"name": "topic_snippets", "task": "synthetic_topic_snippets", "max_train_examples": 60}],
+    },
+    "conf/study/objectives_real.yaml": {
+        "study.steps": 20,
+        "study.seeds": 2,
+        "study.pretrain": ["trainer.val_check_interval=10", "trainer.limit_val_batches=4", "optim.warmup_steps=5"],
+        "study.finetune": ["trainer.max_steps=20", "trainer.val_check_interval=10", "optim.warmup_steps=5"],
+    },
 }
 TOY_TASK_EXAMPLES = {"train_examples": 100, "validation_examples": 40}
 NOT_RUN = {
@@ -151,6 +163,13 @@ def _run_id(root: Path, run_dir: str) -> str:
     return json.loads((root / run_dir / "tracking.json").read_text())["run_id"]
 
 
+def _stand_in(path: Path, root: Path) -> None:
+    """A small file of the kind a `../shared/data/` path names (a text corpus, or a labelled TSV)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = root / ("train.tsv" if path.suffix == ".tsv" else "held_out.txt")
+    shutil.copy(source, path)
+
+
 def _fill_in(command: DocCommand, root: Path) -> str:
     """The command as a user would type it here: placeholders filled in, step counts shrunk."""
     text = command.text
@@ -162,7 +181,10 @@ def _fill_in(command: DocCommand, root: Path) -> str:
     text = re.sub(r"<[^>]+>", run, text)
     text = re.sub(r"\b(run|pretrained)=\.\.\.(?=\s|$)", rf"\1={run}", text)
     text = re.sub(r"\bprompt=\.\.\.", "prompt='She works for'", text)
-    text = text.replace("/path/", f"{root}/texts/").replace("../shared/data/tinyshakespeare/", "texts/")
+    text = text.replace("/path/", f"{root}/texts/")
+    for path in re.findall(r"\.\./shared/data/([\w./-]+)", text):
+        _stand_in(root / "shared" / path, root)
+    text = text.replace("../shared/data/", "shared/")
     return re.sub(r"max_steps=(\d+)", lambda m: f"max_steps={max(20, int(m.group(1)) // 100)}", text)
 
 
@@ -232,7 +254,7 @@ def environment(toy_project: Path) -> Iterator[dict[str, str]]:
 def _help_blocks() -> list[list[DocCommand]]:
     """The examples each entry point's --help prints (read from its conf, where Hydra reads them)."""
     blocks = []
-    for script, config in zip(ENTRY_POINTS, ("config", "finetune", "evaluate", "generate"), strict=True):
+    for script, config in zip(ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study"), strict=True):
         header = OmegaConf.load(ROOT / "conf" / f"{config}.yaml").hydra.help.header
         lines = [line.strip() for line in header.splitlines() if line.strip().startswith("python ")]
         assert lines, f"{script} --help has no example"

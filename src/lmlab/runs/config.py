@@ -100,6 +100,10 @@ class LoggerConfig:
     experiment: str = "lmlab"
     # Where a new MLflow experiment stores artifacts (never the ./mlruns default).
     artifact_location: str = ""
+    # The MLflow run this one belongs to (a study's, which sets it): recorded as the run's mlflow.parentRunId.
+    parent_run_id: str = ""
+    # Extra tags on the run, each recorded as lmlab.<key> (a study marks its runs with them).
+    tags: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         choice("logger.kind", self.kind, LOGGERS)

@@ -13,7 +13,16 @@ from lmlab.tracking.identity import flatten
 
 CONFIG_FILE = "run_config.json"
 # Settings that steer how a job runs, not what it computes.
-RUN_CONTROL = ("resume", "ckpt_path", "allow_config_change", "trainer.enable_progress_bar", "data.num_workers")
+RUN_CONTROL = (
+    "resume",
+    "ckpt_path",
+    "allow_config_change",
+    "trainer.enable_progress_bar",
+    "data.num_workers",
+    "logger.parent_run_id",
+)
+# Prefixes of settings that label a run without changing it.
+_LABELS = ("logger.tags.",)
 
 
 def record_config(run_dir: Path, resolved: dict[str, Any]) -> None:
@@ -45,4 +54,4 @@ def check_resume_config(run_dir: Path, resolved: dict[str, Any], allowed: bool) 
 
 
 def _computed(resolved: dict[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in flatten(resolved).items() if k not in RUN_CONTROL}
+    return {k: v for k, v in flatten(resolved).items() if k not in RUN_CONTROL and not k.startswith(_LABELS)}

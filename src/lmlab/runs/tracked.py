@@ -14,6 +14,12 @@ from lmlab.tracking.mlflow_run import MlflowRun, open_run
 ENVIRONMENT_FILE = "environment.txt"
 
 
+def logger_tags(logger: LoggerConfig) -> dict[str, str]:
+    """The tags a run's logger config asks for: its parent run and its extra `lmlab.*` tags."""
+    parent = {"mlflow.parentRunId": logger.parent_run_id} if logger.parent_run_id else {}
+    return {**parent, **{f"lmlab.{key}": str(value) for key, value in logger.tags.items()}}
+
+
 def track_run(
     logger: LoggerConfig,
     root: Path,
@@ -38,7 +44,7 @@ def track_run(
         artifact_location=logger.artifact_location,
         run_dir=run_dir,
         run_name=run_name,
-        tags={**job_tags(root, run_dir), **env, **tags},
+        tags={**job_tags(root, run_dir), **env, **tags, **logger_tags(logger)},
         params=flatten(resolved),
         resume=resume_tags is not None,
         resume_tags=resume_tags,
