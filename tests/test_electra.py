@@ -46,7 +46,15 @@ def test_forward_reports_generator_and_discriminator_and_shares_the_embedding(to
         ]
     )
     out = electra.forward(backbone, head, batch)
-    assert set(out.parts) == {"generator_loss", "discriminator_loss", "replaced_frac"}
+    assert set(out.parts) == {
+        "generator_loss",
+        "discriminator_loss",
+        "replaced_frac",
+        "discriminator_auc",
+        "replaced_recall",
+        "generator_acc",
+    }
+    assert all(0.0 <= float(out.parts[k]) <= 1.0 for k in ("discriminator_auc", "replaced_recall", "generator_acc"))
     assert 0 < float(out.parts["replaced_frac"]) <= 0.2
     assert int(out.n_targets) == 4 * 64
     torch.testing.assert_close(out.loss, out.parts["generator_loss"] + 50.0 * out.parts["discriminator_loss"])
@@ -67,3 +75,13 @@ def test_transform_masks_with_mask_token_and_draws_uniforms(tokenizer):
     selected = out["labels"] != -100
     assert selected.any() and (out["input_ids"][selected] == electra.masker.mask_id).all()
     assert out["uniform"].dtype == np.float32 and ((out["uniform"] >= 0) & (out["uniform"] < 1)).all()
+
+
+def test_binary_auc_is_the_chance_a_positive_outscores_a_negative():
+    from lmlab.objectives.electra import binary_auc
+
+    target = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert float(binary_auc(torch.tensor([0.1, 0.2, 0.3, 0.4]), target)) == 1.0
+    assert float(binary_auc(torch.tensor([0.4, 0.3, 0.2, 0.1]), target)) == 0.0
+    assert float(binary_auc(torch.tensor([0.1, 0.3, 0.2, 0.4]), target)) == 0.75  # 3 of 4 pairs ordered
+    assert float(binary_auc(torch.tensor([0.1, 0.2]), torch.tensor([0.0, 0.0]))) == 0.5

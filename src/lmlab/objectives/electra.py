@@ -75,6 +75,18 @@ def sample_from_logits(logits: torch.Tensor, uniform: torch.Tensor) -> torch.Ten
     return torch.searchsorted(cdf, uniform[:, None].float()).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
+def binary_auc(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of `scores` for the 0/1 `target` (Mann-Whitney: the chance that a random positive
+    outscores a random negative); 0.5 (chance) when one class is absent."""
+    positives = target.bool()
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    if n_pos == 0 or n_neg == 0:
+        return torch.tensor(0.5, device=scores.device)
+    ranks = torch.empty_like(scores, dtype=torch.float64)
+    ranks[scores.argsort()] = torch.arange(1, len(scores) + 1, device=scores.device, dtype=torch.float64)
+    return ((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
+
+
 def replaced_labels(corrupted: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """1 where the discriminator's input differs from the original token; 0 where the generator sampled the
     original back (ELECTRA counts those as original)."""
@@ -98,6 +110,7 @@ class Electra(Objective):
         return ElectraHead(model_cfg, self.cfg.generator_scale)
 
     def forward(self, backbone: Backbone, head: nn.Module, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        assert isinstance(head, ElectraHead), type(head)
         input_ids, labels, padding_mask = batch["input_ids"], batch["labels"], batch.get("padding_mask")
         selected = labels != IGNORE
         gen_logits = head.generator_logits(backbone, input_ids, padding_mask, selected).float()
@@ -113,10 +126,19 @@ class Electra(Objective):
         n_real = real.sum()
         n_correct = ((disc_logits[real] > 0).float() == target[real]).sum()
         loss = gen_loss + self.cfg.discriminator_weight * disc_loss
+        judged, truth = disc_logits[real].detach(), target[real]
+        replaced = truth.bool()
         parts = {
             "generator_loss": gen_loss.detach(),
             "discriminator_loss": disc_loss.detach(),
-            "replaced_frac": target[real].mean(),
+            "replaced_frac": truth.mean(),
+            # What to read the discriminator against: `acc` vs always answering "original" (1 - replaced_frac),
+            # its AUC (0.5 = chance) and its recall of replaced tokens; the generator's accuracy on masked tokens.
+            "discriminator_auc": binary_auc(judged, truth),
+            "replaced_recall": (judged[replaced] > 0).float().mean() if replaced.any() else judged.sum() * 0.0,
+            "generator_acc": (gen_logits.detach().argmax(-1) == labels[selected]).float().mean()
+            if selected.any()
+            else gen_logits.sum() * 0.0,
         }
         return ObjectiveOutput(loss, n_real, n_correct, parts)
 
