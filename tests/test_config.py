@@ -130,3 +130,10 @@ def test_every_task_yaml_names_a_family_module_and_composes_as_its_config(projec
 def test_a_task_key_of_another_family_is_refused():
     with pytest.raises(InputError, match=r"task.doc_stride is not a setting"):
         family_class("classification").parse_config({"name": "x", "family": "classification", "doc_stride": 3})
+
+
+def test_files_given_to_a_source_that_reads_none_are_refused_not_ignored():
+    from lmlab.data.config import DataConfig
+
+    with pytest.raises(InputError, match="data.files is set but data.source=synthetic reads no files"):
+        DataConfig(source="synthetic", files=["corpus.txt"]).validate()

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from lmlab.errors import InputError
 from lmlab.studies.config import StudySettings
-from lmlab.studies.run import forwarded_overrides, launcher_overrides
+from lmlab.studies.run import forwarded_overrides, launcher_overrides, refuse_optimiser_overrides
 
 from .conftest import ROOT, run_env
 
@@ -53,11 +53,14 @@ def test_study_settings_are_checked_before_anything_runs():
         ).validate()
 
 
-def test_the_study_forwards_model_data_and_launcher_overrides_as_written():
-    written = ["+study=x", "model.n_layers=2", "data=text", "data.files=[a.txt]", "study.seeds=2", "+model.x=1"]
-    assert forwarded_overrides(written) == ["model.n_layers=2", "data=text", "data.files=[a.txt]", "+model.x=1"]
+def test_the_study_forwards_its_model_and_data_as_composed_and_the_launcher_as_written(compose_config):
+    cfg = compose_config("data=text", "data.files=[a b.txt]", "model.n_layers=2")
+    forwarded = forwarded_overrides(cfg, {"model": "tiny", "data": "text"})
+    assert forwarded[0] == "model=tiny" and "data=text" in forwarded
+    assert "model.n_layers=2" in forwarded and "data.files=['a b.txt']" in forwarded
+    assert "data.tokenizer.kind='wordpiece'" in forwarded and "data.max_documents=null" in forwarded
     with pytest.raises(InputError, match="optim.lr=1e-3: a study's stages have their own optimiser settings"):
-        forwarded_overrides(["optim.lr=1e-3"])
+        refuse_optimiser_overrides(["optim.lr=1e-3"])
     hydra = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.run.dir=x"]
     assert launcher_overrides(hydra) == ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1"]
 

@@ -83,6 +83,11 @@ class DataConfig:
     def validate(self) -> None:
         choice("data.source", self.source, SOURCES)
         choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        if self.source != "files" and self.files:
+            raise InputError(
+                f"data.files is set but data.source={self.source} reads no files (data={self.name}); choose data=text "
+                "to train on files"
+            )
         if self.source == "files" and not self.files:
             raise InputError("data.source=files needs data.files=[path, ...]; none given")
         if self.source == "files":

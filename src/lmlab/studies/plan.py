@@ -78,7 +78,7 @@ def pretraining_calls(
         if objective == SCRATCH:
             continue
         common = (
-            *forwarded,
+            *(o for o in forwarded if not o.startswith("model.layout=")),  # each objective sets its layout
             f"objective={objective}",
             *settings.pretrain,
             f"trainer.max_steps={steps[objective]}",

@@ -34,17 +34,46 @@ log = logging.getLogger(__name__)
 _FORWARDED = ("model", "data")
 
 
-def forwarded_overrides(task_overrides: list[str]) -> list[str]:
-    """The study command's model/data overrides, as written. An optimiser setting there is refused: each stage has
-    its own (study.pretrain, study.finetune), and a top-level one would change neither."""
-    groups = [o.lstrip("+~").split("=")[0].split(".")[0] for o in task_overrides]
-    for override, group in zip(task_overrides, groups, strict=True):
-        if group == "optim":
+def refuse_optimiser_overrides(task_overrides: list[str]) -> None:
+    """An optimiser setting at the study's top level would change no stage: each has its own."""
+    for override in task_overrides:
+        if override.lstrip("+~").split("=")[0].split(".")[0] == "optim":
             raise InputError(
                 f"{override}: a study's stages have their own optimiser settings; put it in study.pretrain or "
                 "study.finetune (e.g. study.pretrain=['optim.lr=1e-3'])"
             )
-    return [o for o, group in zip(task_overrides, groups, strict=True) if group in _FORWARDED]
+
+
+def forwarded_overrides(cfg: DictConfig, choices: dict[str, Any]) -> list[str]:
+    """The study's model and data exactly as composed (the option chosen, by a preset or the command line, and every
+    value), as overrides for its pretraining runs and scratch baseline."""
+    overrides = []
+    for group in _FORWARDED:
+        overrides.append(f"{group}={choices[group]}")
+        overrides += [
+            f"{key}={hydra_value(value)}"
+            for key, value in _leaves(OmegaConf.to_container(cfg[group], resolve=True), group)
+        ]
+    return overrides
+
+
+def _leaves(node: Any, prefix: str) -> list[tuple[str, Any]]:
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}.{key}")]
+    return [(prefix, node)]
+
+
+def hydra_value(value: Any) -> str:
+    """A value written as a Hydra override reads it back: strings quoted, lists and None in Hydra's syntax."""
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
 
 
 def launcher_overrides(hydra_overrides: list[str]) -> list[str]:
@@ -84,7 +113,8 @@ def study(cfg: DictConfig, run_dir: Path) -> Path:
     settings = conf.study
     tasks = settings.task_list()
     hc = HydraConfig.get()
-    forwarded = forwarded_overrides(list(hc.overrides.task))
+    refuse_optimiser_overrides(list(hc.overrides.task))
+    forwarded = forwarded_overrides(cfg, dict(hc.runtime.choices))
     launcher = launcher_overrides(list(hc.overrides.hydra))
     parallel = hc.runtime.choices.get("hydra/launcher", "basic") != "basic"
     root = Path(conf.paths.root)
