@@ -18,7 +18,7 @@ from lmlab.errors import InputError
 from lmlab.studies.config import StudySettings
 from lmlab.studies.run import forwarded_overrides, launcher_overrides, refuse_optimiser_overrides
 
-from .conftest import ROOT, run_env
+from .conftest import ROOT, TINY, run_env
 
 TOY_STUDY = [
     "+study=objectives_synthetic",
@@ -29,14 +29,7 @@ TOY_STUDY = [
     "study.steps=30",
     "study.pretrain=['trainer.val_check_interval=10','trainer.limit_val_batches=4','optim.warmup_steps=5']",
     "study.finetune=['trainer.max_steps=20','trainer.val_check_interval=10','optim.warmup_steps=5']",
-    "model.n_layers=2",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.d_ff=64",
-    "data.world.train_documents=300",
-    "data.world.validation_documents=40",
-    "data.tokenizer.vocab_size=700",
-    "data.block_size=32",
+    *(o for o in TINY if o.startswith(("model.", "data."))),
 ]
 
 

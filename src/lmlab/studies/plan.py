@@ -65,6 +65,11 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def pretraining_overrides(forwarded: list[str]) -> list[str]:
+    """The study's model and data for a pretraining run: all but the layout, which each objective sets."""
+    return [o for o in forwarded if not o.startswith("model.layout=")]
+
+
 def pretraining_calls(
     settings: StudySettings,
     study_dir: Path,
@@ -78,7 +83,7 @@ def pretraining_calls(
         if objective == SCRATCH:
             continue
         common = (
-            *(o for o in forwarded if not o.startswith("model.layout=")),  # each objective sets its layout
+            *pretraining_overrides(forwarded),
             f"objective={objective}",
             *settings.pretrain,
             f"trainer.max_steps={steps[objective]}",

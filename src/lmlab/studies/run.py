@@ -23,7 +23,7 @@ from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
 from lmlab.studies.config import SCRATCH, StudyConfig, StudySettings
 from lmlab.studies.launch import run_stage
-from lmlab.studies.plan import finetuning_calls, pretraining_calls
+from lmlab.studies.plan import finetuning_calls, pretraining_calls, pretraining_overrides
 from lmlab.studies.report import write_report
 from lmlab.tracking.identity import redacted
 from lmlab.tracking.mlflow_run import RUN_FILE
@@ -103,7 +103,8 @@ def steps_per_objective(settings: StudySettings, forwarded: list[str]) -> tuple[
 
 def _train_config(objective: str, settings: StudySettings, forwarded: list[str]) -> TrainConfig:
     """The pretraining config a study job of `objective` composes (the study runs inside its Hydra app)."""
-    cfg = compose("config", overrides=[*forwarded, f"objective={objective}", *settings.pretrain])
+    overrides = [*pretraining_overrides(forwarded), f"objective={objective}", *settings.pretrain]
+    cfg = compose("config", overrides=overrides)
     return parse(cfg, TrainConfig)
 
 
