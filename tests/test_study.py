@@ -104,7 +104,7 @@ def test_a_killed_study_reruns_only_what_did_not_finish_and_reports(tmp_path):
     assert again == {k: v for k, v in pretraining.items() if k in again} and len(again) == 2
     report = (tmp_path / "experiments" / "studies" / "toy" / "report.md").read_text()
     assert "Equal tokens: every objective trains 30 optimiser steps" in report
-    assert "### topics" in report and "Ranking:" in report and "vs scratch" in report
+    assert "### topics" in report and "Ranking:" in report and "vs scratch" in report and "last fifth" in report
     for png in ("pretraining_curves.png", "downstream.png"):
         assert (tmp_path / "experiments" / "studies" / "toy" / png).stat().st_size > 1000
     job = json.loads((study_dir / "pretrain" / "mlm" / "study_job.json").read_text())

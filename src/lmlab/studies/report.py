@@ -49,6 +49,14 @@ class Pretraining:
     def steps(self) -> int:
         return int(self.run.data.params["trainer.max_steps"])
 
+    def late_change(self) -> float | None:
+        """Relative change of val/loss over the last fifth of training (negative: still improving), or None."""
+        if len(self.curve) < 2:
+            return None
+        end_flops, end = self.curve[-1]
+        start = min(self.curve, key=lambda point: abs(point[0] - 0.8 * end_flops))[1]
+        return (end - start) / start if start else None
+
 
 @dataclass
 class Downstream:
@@ -108,6 +116,7 @@ def _pretraining_table(runs: list[Pretraining]) -> str:
                 f"{metrics.get('train/lengths', 0):,.0f}",
                 _flops(p.steps * p.flops_per_step),
                 f"{metrics.get('val/loss', math.nan):.3f}",
+                "" if (change := p.late_change()) is None else f"{change:+.1%}",
                 extras,
                 f"{wall / 60:.1f} min",
                 f"{metrics.get('train/device/items_per_sec', 0):,.0f}",
@@ -119,6 +128,7 @@ def _pretraining_table(runs: list[Pretraining]) -> str:
         "tokens",
         "training FLOPs",
         "val/loss",
+        "last fifth",
         "other validation metrics",
         "wall",
         "tokens/s",
@@ -239,7 +249,9 @@ def write_report(client: MlflowClient, study_run_id: str, out_dir: Path) -> Path
         tags["lmlab.study_budget"],
         "## Pretraining",
         _pretraining_table(pretraining),
-        "Validation loss is each objective's own loss: comparable along a curve, not across objectives.",
+        "Validation loss is each objective's own loss: comparable along a curve, not across objectives. `last fifth`: "
+        "its relative change over the last 20% of training (clearly negative: the budget ended while the objective "
+        "was still learning).",
         "![validation loss vs training FLOPs](pretraining_curves.png)",
         "## Downstream",
         "Mean ± 95% t-interval over fine-tuning seeds; `vs scratch` and `vs best` are paired differences (same seed).",
