@@ -31,7 +31,7 @@ lock: $(STAMP) ## recompile requirements/lock.txt after changing pyproject.toml'
 train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world); ARGS="..." adds overrides
 	$(BIN)/python train.py $(ARGS)
 
-test: $(STAMP) ## the everyday loop: every test not marked slow (about 8 min on 2 cores)
+test: $(STAMP) ## the everyday loop: every test not marked slow (about 6 min on 2 cores)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) services ## every test: the slow end-to-end ones and (as root) the Slurm and PostgreSQL ones too; CI runs this
