@@ -33,18 +33,21 @@ class StudyTask:
     settings: dict[str, Any]
 
     def overrides(self) -> list[str]:
-        return [f"task={self.task}", *(f"task.{key}={_value(value)}" for key, value in self.settings.items())]
+        return [f"task={self.task}", *(f"task.{key}={hydra_value(value)}" for key, value in self.settings.items())]
 
 
-def _value(value: Any) -> str:
-    """A value as a Hydra override writes it (strings quoted, so paths with `=` or `,` stay one value)."""
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    if isinstance(value, bool):
-        return str(value).lower()
+def hydra_value(value: Any) -> str:
+    """A value written as a Hydra override reads it back: strings quoted (so paths with `=` or `,` stay one value),
+    lists and None in Hydra's syntax."""
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if value is None:
         return "null"
-    return str(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return repr(value)
 
 
 @dataclass

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmlab.studies.config import SCRATCH, StudySettings, StudyTask
+from lmlab.studies.config import SCRATCH, StudySettings, StudyTask, hydra_value
 
 JOB_FILE = "study_job.json"
 
@@ -58,11 +58,7 @@ class StageCall:
 
 def _tags(**tags: str) -> list[str]:
     """Overrides that add each tag to the run's `logger.tags` (recorded as lmlab.<key>)."""
-    return [f"+logger.tags.{key}={_quoted(value)}" for key, value in tags.items()]
-
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [f"+logger.tags.{key}={hydra_value(value)}" for key, value in tags.items()]
 
 
 def pretraining_overrides(forwarded: list[str]) -> list[str]:
@@ -117,7 +113,7 @@ def _finetuning_call(
     if objective == SCRATCH:
         start = [*forwarded, "pretrained=none"]
     else:
-        start = [f"pretrained={_quoted(str(study_dir / 'pretrain' / objective))}"]
+        start = [f"pretrained={hydra_value(str(study_dir / 'pretrain' / objective))}"]
     common = (
         *task.overrides(),
         *start,

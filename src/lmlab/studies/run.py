@@ -21,7 +21,7 @@ from lmlab.pretraining.config import TrainConfig
 from lmlab.runs.console import closing_summary
 from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
-from lmlab.studies.config import SCRATCH, StudyConfig, StudySettings
+from lmlab.studies.config import SCRATCH, StudyConfig, StudySettings, hydra_value
 from lmlab.studies.launch import run_stage
 from lmlab.studies.plan import finetuning_calls, pretraining_calls, pretraining_overrides
 from lmlab.studies.report import write_report
@@ -61,19 +61,6 @@ def _leaves(node: Any, prefix: str) -> list[tuple[str, Any]]:
     if isinstance(node, dict):
         return [leaf for key, value in node.items() for leaf in _leaves(value, f"{prefix}.{key}")]
     return [(prefix, node)]
-
-
-def hydra_value(value: Any) -> str:
-    """A value written as a Hydra override reads it back: strings quoted, lists and None in Hydra's syntax."""
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-    return repr(value)
 
 
 def launcher_overrides(hydra_overrides: list[str]) -> list[str]:
