@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.pretraining import run as run_module
 from lmlab.pretraining.run import pretrain
-from lmlab.runs.checkpoints import latest_checkpoint
+from lmlab.runs.checkpoints import checkpoint_step, latest_checkpoint
 from lmlab.runs.exports import load_export
 
 from .conftest import ROOT, TINY, run_env
@@ -198,6 +198,23 @@ def test_a_non_finite_loss_stops_the_run_and_never_becomes_a_checkpoint(compose_
     assert run.info.status == "FAILED" and "nan" in run.data.tags["lmlab.failure"]
 
 
+def test_last_ckpt_holds_the_newest_validation_even_when_validation_loss_stops_improving(
+    compose_config, project, monkeypatch
+):
+    """Lightning 2.6 writes `save_last` only beside a new best checkpoint; a run whose loss stopped improving
+    must still keep its newest state, or a kill throws away every step since the best one."""
+    from lmlab.pretraining.module import PretrainModule
+
+    def worsening(self):
+        self.log("val/loss", float(self.global_step))  # every validation worse than the one before
+
+    monkeypatch.setattr(PretrainModule, "on_validation_epoch_end", worsening)
+    run_dir = project / "run"
+    pretrain(compose_config(*TINY, "trainer.max_steps=40", "trainer.val_check_interval=10"), run_dir)
+    saved = {p.name: checkpoint_step(p) for p in (run_dir / "checkpoints").glob("*.ckpt")}
+    assert saved == {"best-step10.ckpt": 10, "last.ckpt": 40}
+
+
 @pytest.mark.parametrize("override", ["+objective._target_=os.system", "+model._target_=subprocess.run"])
 def test_a_config_target_outside_the_allowlist_is_refused_before_anything_runs(compose_config, project, override):
     with pytest.raises(ValueError, match=r"_target_='(os.system|subprocess.run)' is not allowed"):
@@ -243,7 +260,4 @@ def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
     assert steps == list(range(400))
     assert load_export(str(run_dir)).global_step == 400
-    # The newest complete checkpoint is the final step's. (Not necessarily last.ckpt: a SIGKILL that lands while the
-    # final step's last.ckpt is written leaves best-step400 newest, and the rerun, resuming from it, has no step left
-    # to train, so it writes no checkpoint. Where the kill lands is the machine's speed.)
-    assert latest_checkpoint(run_dir / "checkpoints")[1] == 400
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 400

@@ -71,13 +71,13 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory(conf.trainer.log_every_n_steps)
     stop = StopOnSignal(ckpt_dir / LAST)
-    checkpoints = _checkpointing(ckpt_dir)
+    best, last = _checkpointing(ckpt_dir)
     try:
         trainer = build_trainer(
             conf.trainer,
             run_dir,
             lightning_logger(conf.logger, run_dir, tracked),
-            [StopOnNonFiniteLoss(), checkpoints, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
+            [StopOnNonFiniteLoss(), best, last, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
         )
         if not resuming:
             # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
@@ -101,8 +101,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         return metrics
     _export(conf, run_dir, module, tokenizer, resolved, history, tracked)
     if tracked is not None:
-        if checkpoints.best_model_path:
-            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", checkpoints.best_model_path)
+        if best.best_model_path:
+            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best.best_model_path)
         tracked.finish()
     log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), trainer.global_step))
     return metrics
@@ -139,19 +139,31 @@ def _record_start(
     return tags
 
 
-def _checkpointing(ckpt_dir: Path) -> ModelCheckpoint:
-    """The best checkpoint by validation loss, and last.ckpt at every validation."""
-    return ModelCheckpoint(
+def _checkpointing(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """The best checkpoint by validation loss, and last.ckpt at every validation.
+
+    Two callbacks, because since Lightning 2.6 `save_last=True` writes last.ckpt only when a top-k checkpoint is
+    saved at the same step: once validation loss stopped improving, a killed run would resume from its best step
+    and a finished run would have no checkpoint of its final step."""
+    # A resumed run owns the files already in its dir: overwrite rather than write *-v1.ckpt.
+    best = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best-step{step}",
         auto_insert_metric_name=False,
         monitor="val/loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
-        # A resumed run owns the files already in its dir: overwrite last.ckpt rather than write last-v1.ckpt.
+        save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename=Path(LAST).stem,
+        save_top_k=1,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    return best, last
 
 
 def _export(
