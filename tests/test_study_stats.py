@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from lmlab.studies.stats import mean_ci, paired_difference, t95
+from lmlab.stats import mean_ci, paired_difference, t95
 
 
 def test_the_interval_uses_students_t_for_few_seeds():

@@ -8,16 +8,22 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from lmlab.config_schema import require_file
 from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
 from lmlab.models import ModelConfig
 from lmlab.objectives import objective_class
-from lmlab.runs.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
+from lmlab.runs.config import (
+    LoggerConfig,
+    OptimConfig,
+    PathsConfig,
+    ResumeConfig,
+    TrainerConfig,
+    register_resolvers,
+)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ResumeConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     # Validated against the chosen objective's own schema when the objective is built.
     objective: Any = field(default_factory=dict)
@@ -28,16 +34,10 @@ class TrainConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "default"
     seed: int = 0
-    # Rerunning a job continues it from its newest complete checkpoint; resume=false starts afresh (earlier
-    # checkpoints move to checkpoints.N). ckpt_path= resumes from a given checkpoint instead.
-    resume: bool = True
-    ckpt_path: str | None = None
-    allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
 
     def validate(self) -> None:
         """Checks across config groups (each part has validated itself); each error names both settings."""
-        if self.ckpt_path is not None:
-            require_file(self.ckpt_path, "ckpt_path")
+        super().validate()
         name = self.objective.get("name") if isinstance(self.objective, dict) else None
         if not name:
             raise InputError("objective.name is missing; choose an objective, e.g. objective=mlm")

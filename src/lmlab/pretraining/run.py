@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
 from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
-from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal, signal_name
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
@@ -22,11 +21,12 @@ from lmlab.objectives import build_objective
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
-from lmlab.runs.checkpoints import LAST, checkpoint_step, latest_checkpoint
-from lmlab.runs.config_drift import check_resume_config, record_config
+from lmlab.runs.checkpoints import LAST
+from lmlab.runs.config_drift import check_resume_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import write_export
+from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
 from lmlab.runs.tracked import track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
@@ -46,14 +46,14 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     lead = lead_process()
     if lead:
         check_writable_dir(ckpt_dir, "the checkpoint directory")
-    start = _resume_point(conf, ckpt_dir)
+    start = resume_point(conf.ckpt_path, conf.resume, ckpt_dir)
     resuming = start is not None
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
     data, tokenizer, module = build_pretraining(conf)
     objective = module.objective
-    resume_tags = _record_start(run_dir, resolved, start, changes) if lead else None
+    resume_tags = record_start(run_dir, resolved, start, changes) if lead else None
     tags = {
         "lmlab.objective": conf.objective["name"],
         "lmlab.n_params": str(sum(p.numel() for p in module.parameters())),
@@ -71,7 +71,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
     history = MetricHistory(conf.trainer.log_every_n_steps)
     stop = StopOnSignal(ckpt_dir / LAST)
-    best, last = _checkpointing(ckpt_dir)
+    best, last = checkpoint_callbacks(ckpt_dir, "val/loss", "min")
     try:
         trainer = build_trainer(
             conf.trainer,
@@ -84,12 +84,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             trainer.validate(module, datamodule=data, verbose=False)
         trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
     except StoppedOnSignal as stopped:
-        if tracked is not None:
-            tracked.client.set_tag(tracked.run_id, "lmlab.stopped_at_step", str(stopped.step))
-            tracked.client.set_tag(tracked.run_id, "lmlab.stopped_by", "+".join(map(signal_name, stopped.signals)))
-            tracked.end("KILLED")
-        log.warning("%s; rerun the same command to continue", stopped)
-        stop.hand_over(stopped)
+        record_stop(tracked, stop, stopped)
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
     except Exception as err:
         if tracked is not None:
@@ -123,49 +118,6 @@ def build_pretraining(conf: TrainConfig) -> tuple[PretrainDataModule, TrainedTok
     return data, tokenizer, module
 
 
-def _record_start(
-    run_dir: Path, resolved: dict[str, Any], start: tuple[Path, int] | None, changes: dict
-) -> dict[str, str] | None:
-    """Record the config a run starts (or, changed, continues) with; the resume tags of a resumed run."""
-    if start is None:
-        _archive_previous_checkpoints(run_dir / "checkpoints")
-        record_config(run_dir, resolved)
-        return None
-    log.info("Resuming %s from %s (step %d)", run_dir, start[0], start[1])
-    tags = {"lmlab.resumed_from_step": str(start[1]), "lmlab.resumed_from": start[0].name}
-    if changes:
-        tags["lmlab.resume_config_changes"] = json.dumps(changes)
-        record_config(run_dir, resolved)  # later resumes compare against the settings it continues with
-    return tags
-
-
-def _checkpointing(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """The best checkpoint by validation loss, and last.ckpt at every validation.
-
-    Two callbacks, because since Lightning 2.6 `save_last=True` writes last.ckpt only when a top-k checkpoint is
-    saved at the same step: once validation loss stopped improving, a killed run would resume from its best step
-    and a finished run would have no checkpoint of its final step."""
-    # A resumed run owns the files already in its dir: overwrite rather than write *-v1.ckpt.
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best-step{step}",
-        auto_insert_metric_name=False,
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        save_on_train_epoch_end=False,
-        enable_version_counter=False,
-    )
-    last = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename=Path(LAST).stem,
-        save_top_k=1,
-        save_on_train_epoch_end=False,
-        enable_version_counter=False,
-    )
-    return best, last
-
-
 def _export(
     conf: TrainConfig,
     run_dir: Path,
@@ -188,23 +140,3 @@ def _export(
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export_dir))
     return export_dir
-
-
-def _resume_point(conf: TrainConfig, ckpt_dir: Path) -> tuple[Path, int] | None:
-    """The checkpoint to continue from: `ckpt_path` when given, else (resume=true) the run dir's newest complete
-    checkpoint, else none."""
-    if conf.ckpt_path is not None:
-        path = Path(conf.ckpt_path)
-        return path, checkpoint_step(path)
-    return latest_checkpoint(ckpt_dir) if conf.resume else None
-
-
-def _archive_previous_checkpoints(ckpt_dir: Path) -> None:
-    """A fresh run never overwrites an earlier run's checkpoints: they move to checkpoints.N."""
-    if not ckpt_dir.is_dir() or not any(ckpt_dir.iterdir()):
-        return
-    n = 1
-    while ckpt_dir.with_name(f"{ckpt_dir.name}.{n}").exists():
-        n += 1
-    ckpt_dir.rename(ckpt_dir.with_name(f"{ckpt_dir.name}.{n}"))
-    log.info("Moved the previous run's checkpoints to %s", ckpt_dir.with_name(f"{ckpt_dir.name}.{n}"))

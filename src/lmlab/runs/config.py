@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from lmlab.config_schema import at_least, choice
+from lmlab.config_schema import at_least, choice, require_file
 from lmlab.errors import InputError
 from lmlab.runs.slurm import gpus_per_node
 
@@ -109,6 +109,21 @@ class LoggerConfig:
         choice("logger.kind", self.kind, LOGGERS)
         if self.kind == "mlflow" and not self.tracking_uri:
             raise InputError("logger.kind=mlflow needs logger.tracking_uri (e.g. sqlite:///<path>/mlflow.db)")
+
+
+@dataclass
+class ResumeConfig:
+    """The top-level resume settings of every stage that checkpoints (a stage's config subclasses it)."""
+
+    # Rerunning a job continues it from its newest complete checkpoint; resume=false starts afresh (earlier
+    # checkpoints move to checkpoints.N). ckpt_path= resumes from a given checkpoint instead.
+    resume: bool = True
+    ckpt_path: str | None = None
+    allow_config_change: bool = False  # let a resume continue with a config that differs from the run's
+
+    def validate(self) -> None:
+        if self.ckpt_path is not None:
+            require_file(self.ckpt_path, "ckpt_path")
 
 
 @dataclass

@@ -36,7 +36,7 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
         check_val_every_n_epoch=None,
         limit_val_batches=t.limit_val_batches,
         log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_val=t.gradient_clip_val or None,  # 0: none (a manual-optimisation stage clips itself)
         accumulate_grad_batches=t.accumulate_grad_batches,
         num_sanity_val_steps=t.num_sanity_val_steps,
         enable_progress_bar=bar,

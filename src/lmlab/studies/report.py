@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from lmlab.stats import Estimate, mean_ci, paired_difference  # noqa: E402
 from lmlab.studies.config import SCRATCH  # noqa: E402
-from lmlab.studies.stats import Estimate, mean_ci, paired_difference  # noqa: E402
 
 # The published rankings a study is compared with (fine-tuned accuracy on GLUE-style classification), with the
 # scale each was measured at: parameters and pretraining tokens.

@@ -1,4 +1,4 @@
-"""Means with 95% confidence intervals over seeds, and paired differences, for study reports.
+"""Means with 95% confidence intervals over seeds or episodes, and paired differences, for reports.
 
 With a handful of seeds the interval uses Student's t (the normal 1.96 would understate it by half at n = 3)."""
 
