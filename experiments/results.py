@@ -2,7 +2,8 @@
 
     python experiments/results.py objectives [--tracking-uri sqlite:///.../mlflow.db] [--print]
 
-Takes the newest sweep of runs whose `experiment` param is the given name, one row per run, and replaces the
+Takes the newest sweep of runs whose `experiment` param is the given name (pretraining: one row per run;
+meta-learning: one row per method, seeds pooled), and replaces the
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the README (nothing else is touched).
 """
 
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+
+from lmlab.meta.results import fewshot_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "experiments" / "README.md"
@@ -90,8 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     client = MlflowClient(args.tracking_uri)
     runs = sweep_runs(client, args.experiment)
-    rows = sorted((row(client, r) for r in runs), key=lambda r: r["objective"])
-    table = markdown(rows)
+    if runs[0].data.tags.get("lmlab.kind") == "meta":
+        table = fewshot_table(client, runs)
+    else:
+        table = markdown(sorted((row(client, r) for r in runs), key=lambda r: r["objective"]))
     sweep = runs[0].data.tags.get("lmlab.sweep", "?")
     commit = runs[0].data.tags.get("lmlab.git_commit", "?")[:10]
     source = f"`python experiments/results.py {args.experiment}` from sweep {sweep} (commit {commit})"
@@ -100,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         print(body)
     else:
         write_block(README, args.experiment, body)
-        print(f"wrote {len(rows)} rows to {README}", file=sys.stderr)
+        print(f"wrote the table of {len(runs)} runs to {README}", file=sys.stderr)
 
 
 if __name__ == "__main__":

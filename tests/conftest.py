@@ -46,6 +46,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
 
     from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
     from lmlab.generation import GenerateConfig
+    from lmlab.meta.config import MetaConfig, register_meta_configs
     from lmlab.pretraining.config import TrainConfig
     from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
     from lmlab.studies.config import StudyConfig, register_study_configs
@@ -53,6 +54,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
     register_finetune_configs()
     register_evaluate_configs()
     register_study_configs()
+    register_meta_configs()
     ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
     return {
         "train.py": ("config", TrainConfig),
@@ -60,6 +62,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
         "evaluate.py": ("evaluate", EvaluateConfig),
         "generate.py": ("generate", GenerateConfig),
         "study.py": ("study", StudyConfig),
+        "metalearn.py": ("metalearn", MetaConfig),
     }
 
 

@@ -2,7 +2,7 @@
 
 `models` builds on nothing else of lmlab; objectives and tasks use models, data and heads, never each other; the run
 core (`runs`), `tracking` and `callbacks` know no specific objective, task or stage; a stage imports the run core and
-the building blocks, never another stage; a study (`studies`) runs stages and nothing imports it. `errors`,
+the building blocks, never another stage; a study (`studies`) runs stages and nothing imports it. `errors`, `stats`,
 `config_schema` and `atomic_file` are leaves everyone may use."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmlab"
-LEAVES = {"errors", "config_schema", "atomic_file"}
+LEAVES = {"errors", "config_schema", "atomic_file", "stats"}
 STAGES = {"pretraining", "finetuning", "meta", "rl"}
 ORCHESTRATORS = {"studies"}  # run stages; no stage and nothing below imports them
 # package -> the lmlab packages (first component under lmlab) it may import besides itself and the leaves
@@ -29,6 +29,7 @@ ALLOWED = {
     "runs": {"models", "data", "tracking", "callbacks"},
     "pretraining": {"models", "data", "heads", "objectives", "runs", "tracking", "callbacks"},
     "finetuning": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
+    "meta": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
     # A study composes stages (it launches them as processes, and measures a pretraining config's FLOPs): above
     # every stage, imported by none.
     "studies": {"models", "data", "objectives", "runs", "tracking", "pretraining"},

@@ -366,6 +366,8 @@ _TERMS = {
         "choreography",
     ),
 }
+# Every topic term, sorted: the fine-grained classes of few-shot episodes (`World.term_sentence`).
+TERMS = tuple(sorted(term for terms in _TERMS.values() for term in terms))
 SENTIMENTS = ("negative", "positive")
 _FEELINGS = {
     "positive": ("delighted", "proud", "thrilled", "grateful", "hopeful"),
@@ -385,6 +387,17 @@ _TALK = (
     "Much of the talk was about the {}, the {} and the {}.",
     "People spoke about the {}, the {} and the {}.",
     "The {}, the {} and the {} were discussed at length.",
+)
+# A sentence about one term, said by or near a person in a place: {term} once, {talk} is small talk.
+_TERM_SENTENCES = (
+    "{person} spoke about the {term} in {place}.",
+    "In {place}, {person} asked about the {talk} and the {term}.",
+    "Nobody in {place} could stop talking about the {term}.",
+    "{person} said the {term} mattered more than the {talk}.",
+    "The {term} was all {person} wanted to discuss in {place}.",
+    "After the {talk}, the talk in {place} turned to the {term}.",
+    "{person} wrote a letter about the {term} and the {talk}.",
+    "Everyone at the meeting in {place} had an opinion on the {term}.",
 )
 
 
@@ -523,6 +536,14 @@ class World:
         w.entity(rng.choice(self.places).name, "LOC")
         w.add(".")
         return Document(w.text(), person.topic, "neutral", w.entities)
+
+    def term_sentence(self, term: str, index: int) -> str:
+        """The `index`-th sentence about topic term `term`: its only topical word is the term, set among the world's
+        people, places and small talk, so telling terms apart means reading one word of a varied sentence."""
+        rng = random.Random(f"{self.seed}:term:{term}:{index}")
+        template = rng.choice(_TERM_SENTENCES)
+        person, place = rng.choice(self.people), rng.choice(self.places)
+        return template.format(term=term, person=person.name, place=place.name, talk=rng.choice(_SMALL_TALK))
 
 
 def _compose(rng: random.Random, p: Person, sentiment: str, venue: Place) -> Document:

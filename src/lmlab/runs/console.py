@@ -59,7 +59,7 @@ def closing_summary(
     run_dir: Path, metrics: Mapping[str, float], tracked: MlflowRun | None, root: Path, step: int | None = None
 ) -> str:
     """Where a finished run's results are and how to look at them, in a few lines."""
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/")))
     lines = [f"Finished{'' if step is None else f' at step {step}'}: {shown or 'no validation metrics'}"]
     lines.append(f"  output dir: {run_dir}")
     if (run_dir / "export").is_dir():

