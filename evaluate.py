@@ -18,7 +18,7 @@ guard_compositions("evaluate", EvaluateConfig)
 
 def evaluate(cfg: DictConfig, _: Path) -> None:
     c = parse(cfg, EvaluateConfig)
-    metrics = evaluate_run(c.run, c.data, Path(c.paths.cache_dir), c.tracking_uri, c.seed, c.max_batches)
+    metrics = evaluate_run(c.run, c.data, Path(c.paths.cache_dir), c.tracking_uri, c.seed, c.max_batches, c.adapt)
     print(f"run={c.run} data={c.data.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
 

@@ -33,14 +33,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lmlab.data.synthetic import World
+from lmlab.data.synthetic import TERMS, World
 
 from .conftest import ROOT
 from .doc_commands import DocCommand, documented_blocks
 
 pytestmark = pytest.mark.slow
 
-ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py")
+ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py")
 DEFAULT_RUN = "outputs/default/defaults"
 DECODER_RUN = "outputs/default/objective=clm"
 # conf file (in the copy) -> the settings that make it toy-sized
@@ -65,6 +65,20 @@ TOY_SETTINGS = {
         "optim.warmup_steps": 5,
     },
     "experiments/preset/objectives.yaml": {"trainer.max_steps": 20, "trainer.val_check_interval": 10},
+    "conf/metalearn.yaml": {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 10,
+        "eval.val_episodes": 4,
+        "eval.test_episodes": 10,
+        "eval.inner_lrs": [0.1, 1.0],
+    },
+    "conf/episodes/synthetic_topic.yaml": {"examples_per_class": 16},
+    "experiments/preset/fewshot.yaml": {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 10,
+        "eval.val_episodes": 4,
+        "eval.test_episodes": 10,
+    },
     # The local cluster's node has 2 CPUs; the default asks 4 per task.
     "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
     "conf/study/objectives_synthetic.yaml": {
@@ -115,8 +129,11 @@ def _set(path: Path, settings: dict[str, object]) -> None:
 
 
 def _write_task_files(root: Path, world: World) -> None:
+    """Task files in every format the tasks read; the TSV's `fine_label` column has enough classes (30 topic terms,
+    16 sentences each) to make few-shot episodes of."""
     docs = world.documents(0, 60)
-    rows = ["text\tlabel"] + [f"{d.text.splitlines()[0]}\t{d.topic}" for d in docs]
+    rows = ["text\tlabel\tfine_label"] + [f"{d.text.splitlines()[0]}\t{d.topic}\t{d.topic}" for d in docs]
+    rows += [f"{world.term_sentence(t, i)}\tterm\t{t}" for t in TERMS[:30] for i in range(16)]
     conll, squad, pairs = [], [], []
     for d in docs:
         words = d.text.split()[:20]
@@ -254,7 +271,9 @@ def environment(toy_project: Path) -> Iterator[dict[str, str]]:
 def _help_blocks() -> list[list[DocCommand]]:
     """The examples each entry point's --help prints (read from its conf, where Hydra reads them)."""
     blocks = []
-    for script, config in zip(ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study"), strict=True):
+    for script, config in zip(
+        ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study", "metalearn"), strict=True
+    ):
         header = OmegaConf.load(ROOT / "conf" / f"{config}.yaml").hydra.help.header
         lines = [line.strip() for line in header.splitlines() if line.strip().startswith("python ")]
         assert lines, f"{script} --help has no example"

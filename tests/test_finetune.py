@@ -266,3 +266,28 @@ def test_an_unknown_main_metric_is_refused_before_training(project):
     cfg = compose_finetune("task=synthetic_topic", "pretrained=none", "task.main_metric=bleu", *_synthetic(40, 8))
     with pytest.raises(ValueError, match=r"task.main_metric='bleu' is not a metric of classification; it reports \["):
         finetune(cfg, project / "ft")
+
+
+def test_evaluate_after_adaptation_scores_the_query_before_and_after_a_few_steps_on_the_support(
+    pretrained_run, project
+):
+    """A new 'domain' (one synthetic document, repeated): a few steps on the first batch of its validation text (the
+    support) lower the loss on the batches after it (the query); the support is never scored; evaluation without
+    adaptation is unchanged; more support than text is refused."""
+    from lmlab.data.config import DataConfig
+    from lmlab.data.synthetic import World
+    from lmlab.errors import InputError
+    from lmlab.pretraining.evaluate import AdaptConfig, evaluate_run
+
+    domain = project / "domain.txt"
+    domain.write_text("\n\n".join([World(99).document(0).text] * 600) + "\n")
+    data = DataConfig(name="text", source="files", files=[str(domain)], block_size=32, batch_size=16)
+    plain = evaluate_run(str(pretrained_run), data, project / ".cache", None, max_batches=4)
+    adapted = evaluate_run(
+        str(pretrained_run), data, project / ".cache", None, max_batches=4, adapt=AdaptConfig(5, 512, 0.1)
+    )
+    assert adapted["support_tokens"] == 512 and adapted["tokens"] == 3 * 512  # batch 1 adapts, batches 2-4 score
+    assert plain["tokens"] == 4 * 512
+    assert adapted["loss"] < adapted["loss_before"] - 0.1
+    with pytest.raises(InputError, match="adapt.support_tokens=4096: the evaluated validation text has 2048 tokens"):
+        evaluate_run(str(pretrained_run), data, project / ".cache", None, max_batches=4, adapt=AdaptConfig(1, 4096))

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from lmlab.runs.exports import load_export
 
 from .conftest import ROOT, TINY, run_env
+from .test_meta_run import TOY as META_TOY
 
 
 def _cluster_up() -> bool:
@@ -159,3 +160,43 @@ def test_a_time_limited_then_preempted_job_resumes_into_the_same_run(tmp_path):
     run_dir = Path(run.data.tags["lmlab.run_dir"])
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == final_stop
     assert {p.name for p in run_dir.parent.iterdir()} == {run_dir.name, "multirun.yaml", ".submitit"}  # one job dir
+
+
+def test_a_meta_learning_sweep_resumes_after_sigterm_into_the_same_run(tmp_path):
+    """metalearn.py on the same machinery: a two-job Slurm sweep, one job preempted (`scontrol requeue`: SIGTERM)
+    mid-training; it continues from its last.ckpt into the same MLflow run, every meta-step logged once."""
+    overrides = [
+        *[o for o in META_TOY if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))],
+        "trainer.max_steps=300",
+        "trainer.val_check_interval=50",
+    ]
+    cmd = [sys.executable, "metalearn.py", "-m", *SLURM, "meta=fomaml", "seed=0,1", *overrides]
+    sweep = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+
+    def training_past(step: int) -> Run | None:
+        for run in _runs(tmp_path):
+            history = client.get_metric_history(run.info.run_id, "train/query_loss")
+            if run.info.status == "RUNNING" and history and max(m.step for m in history) > step:
+                return run
+        return None
+
+    try:
+        run = _wait_for("a meta-learning job to train past step 60", lambda: training_past(60), sweep, 300)
+        _scontrol("requeue", run.data.tags["lmlab.slurm_job_id"])
+        _, stderr = sweep.communicate(timeout=600)
+    finally:
+        sweep.kill()
+        subprocess.run(["scancel", "--name", "metalearn"], check=False)
+    assert sweep.returncode == 0, stderr[-3000:]
+    runs = {r.info.run_id: r for r in _runs(tmp_path)}
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+    resumed = runs[run.info.run_id]
+    assert resumed.data.tags["lmlab.resume_count"] == "1" and resumed.data.tags["lmlab.stopped_by"] == "SIGTERM"
+    assert int(resumed.data.tags["lmlab.resumed_from_step"]) > 60
+    for run_id, finished in runs.items():
+        logged = sorted(m.step for m in client.get_metric_history(run_id, "train/query_loss"))
+        assert logged == list(range(300)), "every meta-step logged exactly once"
+        assert 0 <= finished.data.metrics["test/acc"] <= 1
