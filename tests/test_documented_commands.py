@@ -1,5 +1,5 @@
 """Every documented entry-point command composes and passes lmlab's composition checks, so documentation cannot
-drift from the configs: the `python {train,finetune,evaluate,generate}.py ...` lines of README.md's and
+drift from the configs: the `python {train,finetune,evaluate,generate,study,metalearn}.py ...` lines of README.md's and
 experiments/README.md's command blocks, of the entry points' --help texts and of the comments in conf/.
 
 A sweep (`-m a=1,2`) is checked at its first point; placeholders (<run>, /path/corpus.txt, train.tsv, ...) stand for
@@ -21,8 +21,8 @@ from lmlab.errors import InputError
 from .conftest import CONF, ROOT, compose_checked, entry_points
 from .doc_commands import documented_blocks
 
-ENTRY_POINT_SCRIPTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py")
-_COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate|study)\.py(?: .*)?)$")
+ENTRY_POINT_SCRIPTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py")
+_COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate|study|metalearn)\.py(?: .*)?)$")
 # Files the documented commands name, and the paths that stand in for them.
 _FILES = ("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl")
 
