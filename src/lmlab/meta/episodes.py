@@ -222,8 +222,8 @@ class Episode:
         return out
 
     def to(self, device: torch.device) -> Episode:
-        move = lambda part: {k: v.to(device) for k, v in part.items()}  # noqa: E731
-        return Episode(self.pool, self.index, self.classes, move(self.support), move(self.query))
+        support, query = ({k: v.to(device) for k, v in part.items()} for part in (self.support, self.query))
+        return Episode(self.pool, self.index, self.classes, support, query)
 
 
 class EncodedClasses:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lmlab.atomic_file import check_writable_dir
@@ -48,7 +49,8 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     refuse_unused_architecture(conf.pretrained)
     algo_cfg = conf.algorithm_config()
     cls = algorithm_class(algo_cfg.name)
-    _refuse_unused_training(conf, cls.meta_trains)
+    if not cls.meta_trains:
+        _refuse_unused_training(algo_cfg.name)
     # Everything that can refuse the episodes (pools, class sizes) runs before the run dir is written.
     start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
     data = EpisodeDataModule(
@@ -162,17 +164,17 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def _refuse_unused_training(conf: MetaConfig, meta_trains: bool) -> None:
-    """meta=finetune trains nothing before meta-test: a trainer or optimiser override would be ignored."""
-    if meta_trains or not HydraConfig.initialized():
+def _refuse_unused_training(name: str) -> None:
+    """An algorithm that trains nothing before meta-test: a trainer-steps or optimiser override of a single run would
+    be ignored. In a sweep (`-m meta=maml,finetune trainer.max_steps=500`) they are meant for the methods that train."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
         return
     ignored = [
         o
         for o in HydraConfig.get().overrides.task
-        if o.lstrip("+~").split("=")[0].split(".")[0] in ("optim",) or o.lstrip("+~").startswith("trainer.max_steps")
+        if o.lstrip("+~").split("=")[0].split(".")[0] == "optim" or o.lstrip("+~").startswith("trainer.max_steps=")
     ]
     if ignored:
         raise InputError(
-            f"{ignored} would be ignored: meta={conf.meta['name'] if isinstance(conf.meta, dict) else conf.meta.name} "
-            "does no meta-training (it only adapts at meta-test, with eval.*)"
+            f"{ignored} would be ignored: meta={name} does no meta-training (it only adapts at meta-test, with eval.*)"
         )
