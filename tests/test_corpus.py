@@ -8,8 +8,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from lmlab.data.config import DataConfig
+from lmlab.data.config import DataConfig, HubConfig
 from lmlab.data.corpus import build_corpus
+from lmlab.errors import InputError
 
 
 def _files_cfg(*paths: Path, **kw) -> DataConfig:
@@ -127,3 +128,25 @@ def test_synthetic_splits_are_disjoint_and_deterministic(tmp_path):
     assert not set(train) & set(a.documents("validation"))
     cfg.world.seed += 1
     assert build_corpus(cfg, tmp_path).fingerprint != a.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ({"source": "synthetic"}, "the synthetic world generates whole documents"),
+        ({"source": "files", "files": ["RECORDS"]}, "are record files \\(one document per row\\)"),
+        ({"source": "hub", "hub": HubConfig(path="some/dataset")}, "a hub dataset's rows are its documents"),
+    ],
+)
+def test_data_documents_where_it_would_be_ignored_is_refused(tmp_path, settings, why):
+    records = tmp_path / "docs.jsonl"
+    records.write_text('{"text": "one document"}\n')
+    if settings.get("files") == ["RECORDS"]:
+        settings = {**settings, "files": [str(records)]}
+    with pytest.raises(InputError, match=f"data.documents=line would be ignored: .*{why}"):
+        DataConfig(documents="line", **settings).validate()
+    DataConfig(**settings).validate()  # unset: each source's own unit
+
+
+def test_wikitext_grouping_applies_to_hub_rows():
+    DataConfig(source="hub", hub=HubConfig(path="wikitext"), documents="wikitext").validate()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lmlab.config_schema import at_least, choice, require_file
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "files", "hub")
 DOCUMENT_SPLITTING = ("line", "paragraph", "wikitext")
+TEXT_SUFFIXES = (".txt", ".text")
 TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
 
 
@@ -69,8 +71,9 @@ class DataConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     files: list[str] = field(default_factory=list)
-    # For .txt files: one document per line, per blank-line-separated paragraph, or per WikiText article.
-    documents: str = "paragraph"
+    # What one document is where the source is lines of text: .txt files (line | paragraph, the default | wikitext)
+    # and hub datasets whose rows are WikiText lines (wikitext). Elsewhere a row or a generated document is one.
+    documents: str | None = None
     text_column: str = "text"
     # Without a validation split, every round(1/validation_fraction)-th document is held out.
     validation_fraction: float = 0.05
@@ -82,7 +85,9 @@ class DataConfig:
 
     def validate(self) -> None:
         choice("data.source", self.source, SOURCES)
-        choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        if self.documents is not None:
+            choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+            self._check_documents_apply()
         if self.source != "files" and self.files:
             raise InputError(
                 f"data.files is set but data.source={self.source} reads no files (data={self.name}); choose data=text "
@@ -100,3 +105,22 @@ class DataConfig:
         for key in ("block_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise InputError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+
+    def _check_documents_apply(self) -> None:
+        """data.documents splits lines of text; where the source has none it would be ignored."""
+        where = None
+        if self.source == "synthetic":
+            where = "the synthetic world generates whole documents"
+        elif self.source == "files":
+            not_text = [f for f in self.files if Path(f).suffix.lower() not in TEXT_SUFFIXES]
+            if not_text:
+                where = f"{not_text} are record files (one document per row)"
+        elif self.source == "hub" and self.documents != "wikitext":
+            where = "a hub dataset's rows are its documents (only documents=wikitext regroups WikiText lines)"
+        if where:
+            raise InputError(f"data.documents={self.documents} would be ignored: {where}; drop it")
+
+    @property
+    def text_documents(self) -> str:
+        """How lines of text become documents (paragraphs unless data.documents says otherwise)."""
+        return self.documents or "paragraph"
