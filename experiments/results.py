@@ -2,8 +2,8 @@
 
     python experiments/results.py objectives [--tracking-uri sqlite:///.../mlflow.db] [--print]
 
-Takes the newest sweep of runs whose `experiment` param is the given name (pretraining: one row per run;
-meta-learning: one row per method, seeds pooled), and replaces the
+Pretraining: the newest sweep of runs whose `experiment` param is the given name, one row per run. Meta-learning:
+the newest finished run of each (method, seed) of the experiment, one row per method. The table replaces the
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the README (nothing else is touched).
 """
 
@@ -17,14 +17,14 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lmlab.meta.results import fewshot_table
+from lmlab.meta.results import fewshot_table, newest_per_method_and_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "experiments" / "README.md"
 
 
-def sweep_runs(client: MlflowClient, experiment: str, mlflow_experiment: str = "lmlab") -> list[Run]:
-    """The FINISHED runs of the newest sweep whose `experiment` param is `experiment`."""
+def finished_runs(client: MlflowClient, experiment: str, mlflow_experiment: str = "lmlab") -> list[Run]:
+    """The FINISHED runs whose `experiment` param is `experiment`, newest first."""
     found = client.get_experiment_by_name(mlflow_experiment)
     if found is None:
         raise SystemExit(f"no MLflow experiment {mlflow_experiment!r} in {client.tracking_uri}")
@@ -35,6 +35,12 @@ def sweep_runs(client: MlflowClient, experiment: str, mlflow_experiment: str = "
     )
     if not runs:
         raise SystemExit(f"no finished runs with experiment={experiment} in {client.tracking_uri}")
+    return runs
+
+
+def sweep_runs(client: MlflowClient, experiment: str) -> list[Run]:
+    """The FINISHED runs of the newest sweep whose `experiment` param is `experiment`."""
+    runs = finished_runs(client, experiment)
     newest_sweep = runs[0].data.tags.get("lmlab.sweep")
     return [r for r in runs if r.data.tags.get("lmlab.sweep") == newest_sweep]
 
@@ -94,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient(args.tracking_uri)
     runs = sweep_runs(client, args.experiment)
     if runs[0].data.tags.get("lmlab.kind") == "meta":
+        # Methods are often added to a few-shot experiment sweep by sweep: the newest run of each (method, seed).
+        runs = newest_per_method_and_seed(finished_runs(client, args.experiment))
         table = fewshot_table(client, runs)
     else:
         table = markdown(sorted((row(client, r) for r in runs), key=lambda r: r["objective"]))

@@ -29,7 +29,8 @@ class MetaTestConfig:
     """The adaptation budget every method gets at meta-test, and the episodes it is measured on."""
 
     steps: int = 5
-    # The inner learning rates tried on the meta-val episodes; the best is used on meta-test (and recorded).
+    # The inner learning rates tried on the meta-val episodes (with each method's own meta.inner_lr); the best is
+    # used on meta-test (and recorded).
     inner_lrs: list[float] = field(default_factory=lambda: [0.03, 0.1, 0.3, 1.0])
     val_episodes: int = 100
     test_episodes: int = 600

@@ -59,8 +59,10 @@ def meta_test(algorithm: MetaAlgorithm, val: EpisodeSet, test: EpisodeSet, cfg: 
     algorithm.eval()
     by_lr: dict[float, float] = {}
     lr: float | None = None
-    if algorithm.adapts_by_gradient and isinstance(algorithm.inner_lrs(), float):
-        for candidate in cfg.inner_lrs:
+    own = algorithm.inner_lrs()
+    if algorithm.adapts_by_gradient and isinstance(own, float):
+        # The grid, and the rate the method trained its inner loop with (a method is never denied its own).
+        for candidate in sorted({*map(float, cfg.inner_lrs), own}):
             scores = _scores(algorithm, val, cfg.steps, float(candidate), device)
             by_lr[float(candidate)] = sum(s.accuracy for s in scores) / len(scores)
             log.info("meta-val accuracy at inner lr %g: %.4f", candidate, by_lr[float(candidate)])

@@ -25,6 +25,14 @@ def episode_accuracies(client: MlflowClient, run: Run) -> list[float]:
             return [int(row["correct"]) / int(row["total"]) for row in csv.DictReader(f)]
 
 
+def newest_per_method_and_seed(runs: list[Run]) -> list[Run]:
+    """Of `runs` (newest first), the newest of each (meta algorithm, seed)."""
+    kept: dict[tuple[str, str | None], Run] = {}
+    for run in runs:
+        kept.setdefault((run.data.tags.get("lmlab.meta", "?"), run.data.params.get("seed")), run)
+    return list(kept.values())
+
+
 def fewshot_table(client: MlflowClient, runs: list[Run]) -> str:
     """A markdown table, one row per `meta` algorithm of `runs` (their seeds pooled)."""
     by_method: dict[str, list[Run]] = defaultdict(list)

@@ -17,7 +17,7 @@ from lmlab.meta.inner import inner_loop, starting_weights
 @dataclass
 class ReptileConfig(AlgorithmConfig):
     name: str = "reptile"
-    adapt: str = "all"
+    adapt: str = "top_k_blocks"
 
     def validate(self) -> None:
         super().validate()
