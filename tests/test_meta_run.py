@@ -63,7 +63,8 @@ def test_a_meta_learning_run_is_tracked_with_its_pools_episodes_and_export(proje
     assert (
         tags["lmlab.kind"] == "meta" and tags["lmlab.meta"] == "fomaml" and tags["lmlab.episodes"] == "synthetic_topic"
     )
-    assert tags["lmlab.meta_test_inner_lr"] in ("0.1", "1")
+    assert tags["lmlab.meta_test_inner_lr"] in ("0.1", "0.3", "1")  # the grid, and the method's own inner lr
+    assert {"lr_search/val_acc_at_0.1", "lr_search/val_acc_at_0.3", "lr_search/val_acc_at_1"} <= set(logged)
     assert 0 <= logged["test/acc"] <= 1 and logged["test/episodes"] == 8 and metrics["test/acc"] == logged["test/acc"]
     assert {"test/query_loss_step0", "test/query_loss_step2", "lr_search/val_acc_at_0.1", "val/acc"} <= set(logged)
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/query_loss"))
