@@ -91,7 +91,7 @@ def test_the_fine_tuning_baseline_trains_nothing_and_the_table_pairs_methods_ove
     lines = table.splitlines()
     assert lines[0].startswith("| method | seeds | meta-test acc") and len(lines) == 4
     proto = next(line for line in lines if line.startswith("| protonet "))
-    assert "learned/none" in proto and "±" in proto.split("|")[5]  # a paired difference with its interval
+    assert "none (prototypes)" in proto and "±" in proto.split("|")[5]  # a paired difference with its interval
 
 
 def test_a_training_override_for_the_baseline_is_refused_naming_it(tmp_path):

@@ -72,8 +72,9 @@ class DataConfig:
     hub: HubConfig = field(default_factory=HubConfig)
     files: list[str] = field(default_factory=list)
     # What one document is where the source is lines of text: .txt files (line | paragraph, the default | wikitext)
-    # and hub datasets whose rows are WikiText lines (wikitext). Elsewhere a row or a generated document is one.
-    documents: str | None = None
+    # and hub datasets whose rows are WikiText lines (wikitext). Elsewhere a row or a generated document is one, and
+    # anything but the default is refused.
+    documents: str = "paragraph"
     text_column: str = "text"
     # Without a validation split, every round(1/validation_fraction)-th document is held out.
     validation_fraction: float = 0.05
@@ -85,8 +86,8 @@ class DataConfig:
 
     def validate(self) -> None:
         choice("data.source", self.source, SOURCES)
-        if self.documents is not None:
-            choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        choice("data.documents", self.documents, DOCUMENT_SPLITTING)
+        if self.documents != "paragraph":
             self._check_documents_apply()
         if self.source != "files" and self.files:
             raise InputError(
@@ -119,8 +120,3 @@ class DataConfig:
             where = "a hub dataset's rows are its documents (only documents=wikitext regroups WikiText lines)"
         if where:
             raise InputError(f"data.documents={self.documents} would be ignored: {where}; drop it")
-
-    @property
-    def text_documents(self) -> str:
-        """How lines of text become documents (paragraphs unless data.documents says otherwise)."""
-        return self.documents or "paragraph"

@@ -105,7 +105,7 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
                 f"data.files {[str(p) for p in paths]} could not be read as {builder}: {type(cause).__name__}: {cause}"
             ) from err
         _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in paths]}")
-        docs = _group(ds[cfg.text_column], cfg.text_documents) if builder == "text" else ds[cfg.text_column]
+        docs = _group(ds[cfg.text_column], cfg.documents) if builder == "text" else ds[cfg.text_column]
         yield from _stride_split(docs, split, cfg)
 
     digests = [file_digest(p) for p in paths]
@@ -114,7 +114,7 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
         _TEXT_READER_VERSION,
         digests,
         builder,
-        cfg.text_documents,
+        cfg.documents,
         cfg.text_column,
         cfg.validation_fraction,
         cfg.max_documents,
@@ -160,7 +160,7 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
 
     identity = [getattr(loaded[s], "_fingerprint", None) for s in loaded] if not h.streaming else []
     fp = fingerprint(
-        "hub", asdict(h), identity, cfg.text_documents, cfg.text_column, cfg.validation_fraction, cfg.max_documents
+        "hub", asdict(h), identity, cfg.documents, cfg.text_column, cfg.validation_fraction, cfg.max_documents
     )
     return Corpus(fp, f"dataset {h.path}" + (f" ({h.name})" if h.name else ""), documents)
 

@@ -70,12 +70,18 @@ def meta_test(algorithm: MetaAlgorithm, val: EpisodeSet, test: EpisodeSet, cfg: 
     chosen = lr if lr is not None else algorithm.inner_lrs()
     result = MetaTestResult(lr, by_lr, _scores(algorithm, test, cfg.steps, chosen, device))
     metrics = result.metrics()
+    adaptation = (
+        f"inner lr {lr:g}, {cfg.steps} steps"
+        if lr is not None
+        else f"learned inner lrs, {cfg.steps} steps"
+        if algorithm.adapts_by_gradient
+        else "prototypes"
+    )
     log.info(
-        "meta-test: accuracy %.4f ± %.4f over %d episodes (inner lr %s, %d steps)",
+        "meta-test: accuracy %.4f ± %.4f over %d episodes (%s)",
         metrics["test/acc"],
         metrics["test/acc_ci95"],
         len(test),
-        "learned" if lr is None else f"{lr:g}",
-        cfg.steps,
+        adaptation,
     )
     return result

@@ -11,6 +11,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from lmlab.meta.algorithms import algorithm_class
 from lmlab.stats import mean_ci
 
 BASELINE = "finetune"
@@ -56,7 +57,8 @@ def fewshot_table(client: MlflowClient, runs: list[Run]) -> str:
             if base is not None and method != BASELINE and len(base) == len(episodes[run.info.run_id]):
                 differences += [a - b for a, b in zip(episodes[run.info.run_id], base, strict=True)]
         delta = str(mean_ci(differences)) if differences else "—"
-        lrs = sorted({r.data.tags.get("lmlab.meta_test_inner_lr", "learned/none") for r in method_runs})
+        untagged = "learned" if algorithm_class(method).adapts_by_gradient else "none (prototypes)"
+        lrs = sorted({r.data.tags.get("lmlab.meta_test_inner_lr", untagged) for r in method_runs})
         steps = max(int(r.data.params.get("trainer.max_steps", 0)) for r in method_runs) if method != BASELINE else 0
         wall = sum((r.info.end_time - r.info.start_time) / 60000 for r in method_runs) / len(method_runs)
         lines.append(
