@@ -24,6 +24,7 @@ from lmlab.meta.algorithms import MetaAlgorithm, algorithm_class
 from lmlab.meta.episodes import EncodedClasses, Episode, EpisodeConfig, class_texts, sample_episode, split_pools
 from lmlab.meta.inner import Encoder
 from lmlab.models import Backbone, ModelConfig
+from lmlab.pretraining.config import register_configs
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.optim import build_optimizer
 
@@ -35,13 +36,14 @@ ROWS = [
     ("maml (top block, 5 steps)", "maml", {"adapt": "top_k_blocks"}),
     ("maml (all, 5 steps)", "maml", {"adapt": "all"}),
     ("fomaml (all, 5 steps)", "fomaml", {"adapt": "all"}),
-    ("reptile (all, 5 steps)", "reptile", {"inner_lr": 0.01}),
+    ("reptile (top block, 5 steps)", "reptile", {"inner_lr": 0.01}),
     ("multitask", "multitask", {}),
     ("protonet", "protonet", {}),
 ]
 
 
 def model_config(name: str, vocab_size: int) -> ModelConfig:
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"model={name}"])
     fields = {k: v for k, v in dict(cfg.model).items() if k in ModelConfig.__dataclass_fields__}
