@@ -132,7 +132,7 @@ def _write_task_files(root: Path, world: World) -> None:
     """Task files in every format the tasks read; the TSV's `fine_label` column has enough classes (30 topic terms,
     16 sentences each) to make few-shot episodes of."""
     docs = world.documents(0, 60)
-    rows = ["text\tlabel\tfine_label"] + [f"{d.text.splitlines()[0]}\t{d.topic}\t{d.topic}" for d in docs]
+    rows = ["text\tlabel\tfine_label"] + [f"{d.text.splitlines()[0]}\t{d.topic}\tdocument" for d in docs]
     rows += [f"{world.term_sentence(t, i)}\tterm\t{t}" for t in TERMS[:30] for i in range(16)]
     conll, squad, pairs = [], [], []
     for d in docs:

@@ -18,16 +18,10 @@ from lmlab.meta.results import fewshot_table
 from lmlab.meta.run import metalearn
 from lmlab.runs.exports import load_export
 
-from .conftest import CONF, ROOT, run_env
+from .conftest import CONF, ROOT, TINY, run_env
 
 TOY = [
-    "model.n_layers=2",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.d_ff=64",
-    "data.world.train_documents=300",
-    "data.world.validation_documents=40",
-    "data.tokenizer.vocab_size=700",
+    *(o for o in TINY if o.startswith(("model.", "data.world.", "data.tokenizer."))),
     "episodes.examples_per_class=16",
     "episodes.q_query=5",
     "eval.val_episodes=4",
