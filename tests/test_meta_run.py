@@ -111,3 +111,24 @@ def test_bad_meta_settings_are_refused_before_anything_is_written(project, overr
     with pytest.raises(InputError, match=message):
         metalearn(compose_meta(override), project / "run")
     assert not (project / "run").exists() and not (project / "mlflow.db").exists()
+
+
+def test_a_resumed_meta_learning_run_continues_the_exact_episode_and_loss_series(project):
+    """Stopped after 3 meta-steps and rerun to 6, a run logs the same per-step losses as one trained to 6 straight: the
+    resumed loader continues with the next episodes, the weights and optimiser state come back."""
+    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=straight"), project / "straight")
+    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=3", "experiment=cut"), project / "cut")
+    metalearn(
+        compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=cut", "allow_config_change=true"),
+        project / "cut",
+    )
+    client, runs = _runs(project)
+    by_experiment = {r.data.params["experiment"]: r for r in runs}
+    assert by_experiment["cut"].data.tags["lmlab.resumed_from_step"] == "3"
+
+    def losses(run) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/query_loss"))
+
+    straight, resumed = losses(by_experiment["straight"]), losses(by_experiment["cut"])
+    assert [s for s, _ in resumed] == [s for s, _ in straight] == list(range(6))
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5)
