@@ -3,6 +3,8 @@
 Times one outer step (tasks_per_step episodes of 5-way 5-shot, 10 queries per class, synthetic topic terms) of each
 algorithm, and a plain supervised step (encoder + linear head, forward + backward + AdamW) on the same examples, and
 prints meta-steps/s and each algorithm's overhead over the plain step: the price of the functional inner loop.
+A second table does the same for a decoder over text domains (MetaGPT: people episodes, 4 support + 2 query
+documents), against a plain causal-LM step on the same documents.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -21,8 +24,9 @@ from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.tokenizer import load_or_train_tokenizer
 from lmlab.meta.algorithms import MetaAlgorithm, algorithm_class
-from lmlab.meta.episodes import EncodedClasses, Episode, EpisodeConfig, class_texts, sample_episode, split_pools
-from lmlab.meta.inner import Encoder
+from lmlab.meta.domains import DomainConfig, DomainEpisodes
+from lmlab.meta.episodes import ClassEpisodes, Episode, EpisodeConfig
+from lmlab.meta.learners import Classifier, LanguageModel
 from lmlab.models import Backbone, ModelConfig
 from lmlab.pretraining.config import register_configs
 from lmlab.runs.config import OptimConfig
@@ -39,6 +43,12 @@ ROWS = [
     ("reptile (top block, 5 steps)", "reptile", {"inner_lr": 0.01}),
     ("multitask", "multitask", {}),
     ("protonet", "protonet", {}),
+]
+DOMAIN_ROWS = [
+    ("maml (all, 3 steps)", "maml", {"adapt": "all", "inner_steps": 3}),
+    ("fomaml (all, 3 steps)", "fomaml", {"adapt": "all", "inner_steps": 3}),
+    ("reptile (all, 3 steps)", "reptile", {"adapt": "all", "inner_steps": 3}),
+    ("multitask (plain causal LM)", "multitask", {"adapt": "all"}),
 ]
 
 
@@ -86,13 +96,12 @@ def main() -> None:
     cache = ROOT / ".cache"
     tokenizer = load_or_train_tokenizer(build_corpus(data, cache / "hf"), data.tokenizer, cache)
     cfg = EpisodeConfig()
-    texts = class_texts(cfg)
-    pools = split_pools(cfg, texts)
-    encoded = EncodedClasses(texts, tokenizer, cfg.max_length)
-    episodes = [sample_episode(cfg, pools, encoded, 0, "train", i).to(device) for i in range(args.tasks_per_step)]
+    source = ClassEpisodes(cfg, tokenizer)
+    pools = source.pools
+    episodes = [source.episode(0, "train", i).to(device) for i in range(args.tasks_per_step)]
     model_cfg = model_config(args.model, tokenizer.vocab_size)
 
-    encoder = Encoder(Backbone(model_cfg)).to(device)
+    encoder = Classifier(Backbone(model_cfg), "head", 1).to(device)
     head = torch.nn.Linear(model_cfg.d_model, cfg.n_way).to(device)
     optimiser = build_optimizer(torch.nn.ModuleList([encoder, head]), OptimConfig())
 
@@ -108,12 +117,42 @@ def main() -> None:
         f"{args.model} on {device}: {args.tasks_per_step} episodes per step, {len(episodes[0].whole()['label'])} "
         f"examples each; plain supervised step {plain * 1000:.1f} ms\n"
     )
+    table(ROWS, model_cfg, pools.train, episodes, "classes", plain, args.steps, device)
+
+    domains = DomainEpisodes(DomainConfig(), tokenizer)
+    episodes = [domains.episode(0, "train", i).to(device) for i in range(args.tasks_per_step)]
+    decoder_cfg = replace(model_cfg, layout="decoder")
+    lm = LanguageModel(Backbone(decoder_cfg), "all", 1).to(device)
+    optimiser = build_optimizer(lm, OptimConfig())
+
+    def plain_lm_step() -> None:
+        optimiser.zero_grad()
+        for episode in episodes:
+            (lm(episode.whole()).loss / len(episodes)).backward()
+        optimiser.step()
+
+    plain = timed(plain_lm_step, args.steps, device)
+    tokens = int(episodes[0].whole()["padding_mask"].sum())
+    print(f"\nMetaGPT, people domains: about {tokens} tokens per episode; plain causal-LM step {plain * 1000:.1f} ms\n")
+    table(DOMAIN_ROWS, decoder_cfg, domains.pools.train, episodes, "domains", plain, args.steps, device)
+
+
+def table(
+    rows: list,
+    model_cfg: ModelConfig,
+    train: list[str],
+    episodes: list[Episode],
+    kind: str,
+    plain: float,
+    steps: int,
+    device: torch.device,
+) -> None:
     print("| algorithm | ms / meta-step | meta-steps/s | × plain step |")
     print("|---|---|---|---|")
-    for label, name, settings in ROWS:
+    for label, name, settings in rows:
         cls = algorithm_class(name)
-        algorithm = cls(cls.parse_config({"name": name, **settings}), Backbone(model_cfg), pools.train).to(device)
-        seconds = timed(meta_step(algorithm, episodes), args.steps, device)
+        algorithm = cls(cls.parse_config({"name": name, **settings}), Backbone(model_cfg), train, kind).to(device)
+        seconds = timed(meta_step(algorithm, episodes), steps, device)
         print(f"| {label} | {seconds * 1000:.1f} | {1 / seconds:.2f} | {seconds / plain:.1f} |")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lmlab.meta.results import fewshot_table, newest_per_method_and_seed
+from lmlab.meta.results import domains_table, fewshot_table, newest_per_method_and_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "experiments" / "README.md"
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     if runs[0].data.tags.get("lmlab.kind") == "meta":
         # Methods are often added to a few-shot experiment sweep by sweep: the newest run of each (method, seed).
         runs = newest_per_method_and_seed(finished_runs(client, args.experiment))
-        table = fewshot_table(client, runs)
+        domains = runs[0].data.tags.get("lmlab.episode_kind") == "domains"
+        table = (domains_table if domains else fewshot_table)(client, runs)
     else:
         table = markdown(sorted((row(client, r) for r in runs), key=lambda r: r["objective"]))
     sweep = runs[0].data.tags.get("lmlab.sweep", "?")

@@ -4,10 +4,11 @@ in document order, then the examples each entry point's `--help` prints.
 They run in one project made for the purpose: the entry points, conf/ and experiments/ copied with toy sizes (a
 2-layer, 32-wide model; a 300-document world; 20 steps; 100-example tasks), the Makefile, scripts and .venv linked,
 LMLAB_ROOT pointing at it. What the user would fill in is filled in with something real: a run placeholder
-(`<run>`, `<MLflow run id>`, `pretrained=...`) with the default run (its directory or MLflow run id; for generation
-and seq2seq, the `objective=clm` run), `/path/...` and `../shared/...` with small text files, and the task files
-(train.tsv, ...) are written in the formats the tasks read. Step counts written in a command (`trainer.max_steps=N`)
-shrink to max(20, N / 100), everywhere in the command, so a run directory named after them still matches.
+(`<run>`, `<MLflow run id>`, `pretrained=...`) with the default run (its directory or MLflow run id; for
+generation, seq2seq and `<clm run>`, the `objective=clm` run), `/path/...` and `../shared/...` with small text
+files, and the task files (train.tsv, ...) are written in the formats the tasks read. Step counts written in a
+command (`trainer.max_steps=N`) shrink to max(20, N / 100), everywhere in the command, so a run directory named
+after them still matches.
 
 A command for a GPU must be refused naming the missing GPU on a machine without one (and is not run at full size on
 one). Commands for the Slurm cluster and the PostgreSQL tracking server run when those services are up (`make
@@ -79,6 +80,13 @@ TOY_SETTINGS = {
         "eval.val_episodes": 4,
         "eval.test_episodes": 10,
     },
+    "experiments/preset/metagpt.yaml": {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 10,
+        "eval.val_episodes": 4,
+        "eval.test_episodes": 10,
+    },
+    "conf/episodes/people.yaml": {"world.people": 15, "max_length": 48},
     # The local cluster's node has 2 CPUs; the default asks 4 per task.
     "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
     "conf/study/objectives_synthetic.yaml": {
@@ -163,7 +171,7 @@ def _make_project(root: Path) -> None:
     world = World(1234)
     text = "\n\n".join(d.text for d in world.documents(0, 300)) + "\n"
     (root / "texts").mkdir()
-    for name in ("corpus.txt", "a.txt", "b.txt", "input.txt"):
+    for name in ("corpus.txt", "a.txt", "b.txt", "c.txt", "d.txt", "e.txt", "input.txt"):
         (root / "texts" / name).write_text(text)
     (root / "held_out.txt").write_text(text)
     _write_task_files(root, world)
@@ -190,7 +198,7 @@ def _stand_in(path: Path, root: Path) -> None:
 def _fill_in(command: DocCommand, root: Path) -> str:
     """The command as a user would type it here: placeholders filled in, step counts shrunk."""
     text = command.text
-    generative = "generate.py" in text or "seq2seq" in text
+    generative = "generate.py" in text or "seq2seq" in text or "<clm run>" in text
     run = DECODER_RUN if generative else DEFAULT_RUN
     run = f"\"'{run}'\"" if "=" in run else run  # Hydra reads a value with `=` only quoted, as the README writes it
     if "<MLflow run id>" in text:

@@ -21,16 +21,8 @@ from lmlab.meta.episodes import (
     sample_episode,
     split_pools,
 )
-from lmlab.meta.inner import (
-    Encoder,
-    FastWeights,
-    adapted_names,
-    features,
-    inner_loop,
-    logits,
-    second_order_attention,
-    starting_weights,
-)
+from lmlab.meta.inner import inner_loop, second_order_attention
+from lmlab.meta.learners import Classifier
 from lmlab.models import Backbone, ModelConfig
 
 VOCAB = 50
@@ -113,7 +105,7 @@ def test_the_second_order_meta_gradient_equals_finite_differences():
 def test_with_inner_lr_zero_first_and_second_order_give_the_plain_gradient():
     """With no step size the adapted weights are the start, so both orders give the query loss's own gradient. A
     random (not zero) head, so that the gradient is not trivially zero."""
-    encoder = Encoder(tiny_backbone(torch.float64))
+    encoder = Classifier(tiny_backbone(torch.float64), "all", 1)
     episode = random_episode()
     names = [n for n, _ in encoder.named_parameters()]
     head = {
@@ -122,15 +114,15 @@ def test_with_inner_lr_zero_first_and_second_order_give_the_plain_gradient():
     }
 
     def meta_grad(create_graph: bool) -> torch.Tensor:
-        start = FastWeights(dict(encoder.named_parameters()), dict(head))
+        start = {**dict(encoder.named_parameters()), **head}
         with second_order_attention(create_graph):  # fused attention kernels have no double backward
-            fast, _ = inner_loop(encoder, start, episode.support, 3, 0.0, create_graph)
-        loss = F.cross_entropy(
-            logits(fast.head, features(encoder, fast.encoder, episode.query)), episode.query["label"]
-        )
+            fast, _ = inner_loop(encoder.bind(episode.support, start), start, 3, 0.0, create_graph)
+        loss = encoder.bind(episode.query, start)(fast).loss
         return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(encoder.parameters()))])
 
-    plain_loss = F.cross_entropy(logits(head, encoder(episode.query)), episode.query["label"])
+    plain_loss = F.cross_entropy(
+        F.linear(encoder(episode.query), head["head.weight"], head["head.bias"]), episode.query["label"]
+    )
     plain = torch.cat([g.flatten() for g in torch.autograd.grad(plain_loss, list(encoder.parameters()))])
     assert plain.abs().max() > 1e-3 and len(names) == len(list(encoder.parameters()))
     torch.testing.assert_close(meta_grad(True), plain)
@@ -148,10 +140,10 @@ def test_a_reptile_step_at_outer_lr_one_is_plain_sgd_on_the_episode(steps):
     episode = random_episode()
     reptile.meta_gradients([episode])
     with torch.no_grad():
-        for p in reptile.encoder.parameters():
+        for p in reptile.learner.parameters():
             p.sub_(p.grad)
 
-    encoder = Encoder(reference)
+    encoder = Classifier(reference, "head", 1)
     head = torch.nn.Linear(8, 3).double()
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -160,7 +152,7 @@ def test_a_reptile_step_at_outer_lr_one_is_plain_sgd_on_the_episode(steps):
         sgd.zero_grad()
         F.cross_entropy(head(encoder(episode.whole())), episode.whole()["label"]).backward()
         sgd.step()
-    for (name, got), want in zip(reptile.encoder.named_parameters(), encoder.parameters(), strict=True):
+    for (name, got), want in zip(reptile.learner.named_parameters(), encoder.parameters(), strict=True):
         torch.testing.assert_close(got, want, msg=name)
     moved = max(float((a - b).abs().max()) for a, b in zip(reference.parameters(), original.parameters(), strict=True))
     assert (moved > 1e-6) == (steps > 1)
@@ -188,11 +180,12 @@ def test_reptile_leaves_the_parameters_alone_and_only_writes_their_gradients():
 
 
 def test_adapting_the_top_blocks_adapts_only_those():
-    encoder = Encoder(tiny_backbone())
-    start = starting_weights(encoder, adapted_names(encoder, "top_k_blocks", 1), 3, detach=True)
+    start = Classifier(tiny_backbone(), "top_k_blocks", 1).start(random_episode(), detach=True)
+    adapted = [n for n in start if not n.startswith("head.")]
     top = ("backbone.stack.blocks.1.", "backbone.stack.final_norm.")
-    assert start.encoder and all(n.startswith(top) for n in start.encoder)
-    assert any(n.startswith("backbone.stack.blocks.1.") for n in start.encoder)
+    assert adapted and all(n.startswith(top) for n in adapted)
+    assert any(n.startswith("backbone.stack.blocks.1.") for n in adapted)
+    assert {"head.weight", "head.bias"} <= set(start)
 
 
 def test_maml_learns_its_inner_learning_rates_when_asked():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from lmlab.data.config import DataConfig, WorldConfig
 from lmlab.meta.config import register_meta_configs
-from lmlab.meta.results import fewshot_table
+from lmlab.meta.results import domains_table, fewshot_table
 from lmlab.meta.run import metalearn
+from lmlab.pretraining.evaluate import AdaptConfig, evaluate_run
 from lmlab.runs.exports import load_export
 
 from .conftest import CONF, ROOT, TINY, run_env
@@ -36,12 +39,24 @@ TOY = [
     "meta.tasks_per_step=2",
 ]
 
+# A language model meta-trained over text domains, from a fresh tiny decoder (the toy world's people).
+DOMAIN_TOY = [
+    *(o for o in TOY if not o.startswith("episodes.")),
+    "episodes=people",
+    "model.layout=decoder",
+    "meta.adapt=all",
+    "episodes.world.people=15",
+    "episodes.max_length=32",
+    "episodes.support_rows=2",
+    "episodes.query_rows=1",
+]
+
 register_meta_configs()
 
 
-def compose_meta(*overrides: str):
+def compose_meta(*overrides: str, toy: list[str] = TOY):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("metalearn", overrides=[*TOY, *overrides])
+        return compose("metalearn", overrides=[*toy, *overrides])
 
 
 def _runs(root: Path):
@@ -64,8 +79,8 @@ def test_a_meta_learning_run_is_tracked_with_its_pools_episodes_and_export(proje
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/query_loss"))
     assert steps == list(range(6))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"class_pools.json", "meta_test_episodes.csv", "model.safetensors"} <= artifacts
-    pools = json.loads((project / "run" / "class_pools.json").read_text())
+    assert {"pools.json", "meta_test_episodes.csv", "model.safetensors"} <= artifacts
+    pools = json.loads((project / "run" / "pools.json").read_text())
     assert not set(pools["train"]) & set(pools["test"]) and pools["dropped"] == {}
     with open(project / "run" / "meta_test_episodes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -132,3 +147,39 @@ def test_a_resumed_meta_learning_run_continues_the_exact_episode_and_loss_series
     straight, resumed = losses(by_experiment["straight"]), losses(by_experiment["cut"])
     assert [s for s, _ in resumed] == [s for s, _ in straight] == list(range(6))
     assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5)
+
+
+def test_a_language_model_meta_trained_over_domains_is_an_ordinary_causal_lm_run(project):
+    """MetaGPT end to end: meta-trained over people domains, meta-tested by perplexity after adaptation (lr chosen by
+    the meta-val query loss), paired against the plain causal-LM baseline in the table, exported as a causal LM that
+    evaluate.py adapts and scores like any other."""
+    metalearn(compose_meta("meta=fomaml", toy=DOMAIN_TOY), project / "meta")
+    metalearn(compose_meta("meta=multitask", toy=DOMAIN_TOY), project / "plain")
+    client, runs = _runs(project)
+    meta = next(r for r in runs if r.data.tags["lmlab.meta"] == "fomaml")
+    tags, logged = meta.data.tags, meta.data.metrics
+    assert tags["lmlab.episode_kind"] == "domains" and tags["lmlab.episodes"] == "people"
+    assert {"lr_search/val_loss_at_0.1", "lr_search/val_loss_at_1", "test/ppl_step2", "val/loss"} <= set(logged)
+    assert logged["test/ppl"] < logged["test/ppl_before"]  # adapting to a person's documents helps on the next one
+    assert logged["test/ppl_before"] == pytest.approx(math.exp(logged["test/query_loss_step0"]))
+    with open(project / "meta" / "meta_test_episodes.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and all(
+        r["classes"] in json.loads((project / "meta" / "pools.json").read_text())["test"] for r in rows
+    )
+
+    table = domains_table(client, runs).splitlines()
+    assert table[0].startswith("| method | seeds | query ppl before adaptation | after 2 steps")
+    fomaml = next(line for line in table if line.startswith("| fomaml "))
+    assert (
+        "%" in fomaml.split("|")[5]
+        and next(line for line in table if line.startswith("| multitask ")).split("|")[5].strip() == "—"
+    )
+
+    exported = load_export(str(project / "meta"))
+    assert exported.objective_name == "clm" and exported.global_step == 6
+    data = DataConfig(world=WorldConfig(train_documents=40, validation_documents=20), block_size=32, batch_size=4)
+    scored = evaluate_run(
+        str(project / "meta"), data, project / ".cache", None, adapt=AdaptConfig(steps=1, support_tokens=64)
+    )
+    assert {"ppl", "ppl_before", "adapt_steps"} <= set(scored)

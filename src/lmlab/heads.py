@@ -33,7 +33,8 @@ def predict_tokens(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, 
     runs only at those positions (sparse prediction)."""
     selected = labels != IGNORE
     targets = labels[selected]
-    logits = head(hidden[selected], backbone).float()
+    logits = head(hidden[selected], backbone)
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits  # float64 stays
     if targets.numel() == 0:
         zero = targets.new_zeros(())
         return TokenPrediction(logits.sum() * 0.0, zero, zero)

@@ -512,6 +512,13 @@ class World:
         sentiment = rng.choice(SENTIMENTS)
         return _compose(rng, person, sentiment, rng.choice(self.places))
 
+    def person_document(self, person: int, index: int) -> Document:
+        """The `index`-th document about `self.people[person]` (each restates some of their facts: age, job, home,
+        employer), a pure function of (seed, person, index)."""
+        rng = random.Random(f"{self.seed}:person:{person}:{index}")
+        sentiment = rng.choice(SENTIMENTS)
+        return _compose(rng, self.people[person], sentiment, rng.choice(self.places))
+
     def documents(self, start: int, stop: int) -> list[Document]:
         return [self.document(i) for i in range(start, stop)]
 

@@ -1,9 +1,11 @@
-"""Few-shot episodes: N-way K-shot support sets and Q queries per class, drawn from disjoint class pools.
+"""Episodes, and the few-shot class episodes: N-way K-shot support sets and Q queries per class, drawn from
+disjoint class pools.
 
-A source (the synthetic world's topic terms, a labelled file, or unlabelled text as cloze classes) gives a bank of
-texts per class. The classes are split once, by `episodes.split_seed`, into meta-train / meta-val / meta-test
-pools; an episode is a pure function of (seed, pool, index): which N classes, their order (the episode's labels,
-so labels are re-permuted every episode) and which K + Q examples of each.
+An episode source splits its tasks (classes here; text domains in `meta/domains.py`) once, by
+`episodes.split_seed`, into disjoint meta-train / meta-val / meta-test pools, and makes episode `index` of a pool as
+a pure function of (seed, pool, index). For class episodes a source (the synthetic world's topic terms, a labelled
+file, or unlabelled text as cloze classes) gives a bank of texts per class; an episode picks N classes, their order
+(the episode's labels, so labels are re-permuted every episode) and K + Q examples of each.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -26,6 +28,7 @@ from lmlab.data.config import WorldConfig
 from lmlab.data.synthetic import TERMS, World
 from lmlab.data.tokenizer import CLS, MASK, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.heads import IGNORE
 from lmlab.tasks.classification import read_classification
 
 SOURCES = ("synthetic", "files", "cloze")
@@ -36,6 +39,7 @@ POOLS = ("train", "val", "test")
 class EpisodeConfig:
     """Where the classes come from and the episode shape."""
 
+    kind: str = "classes"
     name: str = "synthetic_topic"
     # synthetic: the synthetic world's topic terms (253 fine-grained classes); files: a labelled csv/tsv/jsonl;
     # cloze: words of unlabelled text files (a class = a word, its examples = sentences with the word masked).
@@ -152,8 +156,8 @@ def cloze_classes(paths: list[Path], needed: int, skip_frequent: int, max_classe
 
 
 @dataclass
-class ClassPools:
-    """The classes of each pool (sorted) and any classes dropped for having too few examples."""
+class Pools:
+    """The tasks (classes, domains) of each pool, sorted, and any dropped for having too few examples."""
 
     train: list[str]
     val: list[str]
@@ -164,7 +168,7 @@ class ClassPools:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def split_pools(cfg: EpisodeConfig, texts: dict[str, list[str]]) -> ClassPools:
+def split_pools(cfg: EpisodeConfig, texts: dict[str, list[str]]) -> Pools:
     """Disjoint meta-train / meta-val / meta-test pools; every class must have k_shot + q_query examples and every
     pool n_way classes."""
     small = {name: len(t) for name, t in texts.items() if len(t) < cfg.shots}
@@ -177,21 +181,35 @@ def split_pools(cfg: EpisodeConfig, texts: dict[str, list[str]]) -> ClassPools:
             "them out (recorded)"
         )
     names = sorted(name for name in texts if name not in small)
-    order = np.random.default_rng(cfg.split_seed).permutation(len(names))
+    return split_names(names, cfg.train_fraction, cfg.val_fraction, cfg.split_seed, cfg.n_way, small, "classes")
+
+
+def split_names(
+    names: list[str],
+    train_fraction: float,
+    val_fraction: float,
+    split_seed: int,
+    least: int,
+    dropped: dict[str, int],
+    what: str,
+) -> Pools:
+    """`names` shuffled by `split_seed` into disjoint pools of the given shares; each pool needs `least` names."""
+    order = np.random.default_rng(split_seed).permutation(len(names))
     shuffled = [names[i] for i in order]
-    n_train = int(round(cfg.train_fraction * len(names)))
-    n_val = int(round(cfg.val_fraction * len(names)))
-    pools = ClassPools(
+    n_train = int(round(train_fraction * len(names)))
+    n_val = int(round(val_fraction * len(names)))
+    pools = Pools(
         sorted(shuffled[:n_train]),
         sorted(shuffled[n_train : n_train + n_val]),
         sorted(shuffled[n_train + n_val :]),
-        small,
+        dropped,
     )
     for pool in POOLS:
-        if len(pools.pool(pool)) < cfg.n_way:
+        if len(pools.pool(pool)) < least:
+            need = f"episodes.n_way={least}; lower n_way or" if what == "classes" else f"{least}; give more {what} or"
             raise InputError(
-                f"episodes: the meta-{pool} pool has {len(pools.pool(pool))} classes of {len(names)}, fewer than "
-                f"episodes.n_way={cfg.n_way}; lower n_way or change episodes.train_fraction/val_fraction"
+                f"episodes: the meta-{pool} pool has {len(pools.pool(pool))} {what} of {len(names)}, fewer than "
+                f"{need} change episodes.train_fraction/val_fraction"
             )
     return pools
 
@@ -215,7 +233,8 @@ class Episode:
             parts = []
             for part in (self.support[key], self.query[key]):
                 if part.dim() == 2 and part.shape[1] < width:
-                    pad = torch.zeros(part.shape[0], width - part.shape[1], dtype=part.dtype, device=part.device)
+                    fill = IGNORE if key == "labels" else 0
+                    pad = torch.full((part.shape[0], width - part.shape[1]), fill, dtype=part.dtype, device=part.device)
                     part = torch.cat([part, pad], 1)
                 parts.append(part)
             out[key] = torch.cat(parts)
@@ -248,7 +267,7 @@ _POOL_CODE = {pool: i for i, pool in enumerate(POOLS)}
 
 
 def sample_episode(
-    cfg: EpisodeConfig, pools: ClassPools, encoded: EncodedClasses, seed: int, pool: str, index: int
+    cfg: EpisodeConfig, pools: Pools, encoded: EncodedClasses, seed: int, pool: str, index: int
 ) -> Episode:
     """Episode `index` of `pool`: a pure function of (seed, pool, index) and the pools."""
     rng = np.random.default_rng([seed, _POOL_CODE[pool], index])
@@ -283,20 +302,50 @@ def sample_episode(
     )
 
 
+class EpisodeSource(Protocol):
+    """Tasks split into pools, and episode `index` of a pool as a pure function of (seed, pool, index)."""
+
+    pools: Pools
+    eval_seed: int
+
+    def episode(self, seed: int, pool: str, index: int) -> Episode: ...
+
+    def describe(self) -> str: ...
+
+
+class ClassEpisodes:
+    """N-way K-shot episodes of the configured classes, tokenized once."""
+
+    def __init__(self, cfg: EpisodeConfig, tokenizer: TrainedTokenizer) -> None:
+        cfg.validate()
+        texts = class_texts(cfg)
+        self.cfg, self.eval_seed = cfg, cfg.eval_seed
+        self.pools = split_pools(cfg, texts)
+        self.encoded = EncodedClasses(texts, tokenizer, cfg.max_length)
+
+    def episode(self, seed: int, pool: str, index: int) -> Episode:
+        return sample_episode(self.cfg, self.pools, self.encoded, seed, pool, index)
+
+    def describe(self) -> str:
+        c, p = self.cfg, self.pools
+        dropped = f"; {len(p.dropped)} classes dropped as too small" if p.dropped else ""
+        return (
+            f"{c.n_way}-way {c.k_shot}-shot, {c.q_query} queries per class; pools of {len(p.train)} / {len(p.val)} / "
+            f"{len(p.test)} classes (meta-train / val / test){dropped}"
+        )
+
+
 class EpisodeSet(Dataset):
     """Episodes `[0, length)` of one pool."""
 
-    def __init__(
-        self, cfg: EpisodeConfig, pools: ClassPools, encoded: EncodedClasses, seed: int, pool: str, length: int
-    ) -> None:
-        self.cfg, self.pools, self.encoded = cfg, pools, encoded
-        self.seed, self.pool, self.length = seed, pool, length
+    def __init__(self, source: EpisodeSource, seed: int, pool: str, length: int) -> None:
+        self.source, self.seed, self.pool, self.length = source, seed, pool, length
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Episode:
-        return sample_episode(self.cfg, self.pools, self.encoded, self.seed, self.pool, index)
+        return self.source.episode(self.seed, self.pool, index)
 
 
 class FromIndex(Sampler[int]):
@@ -333,25 +382,13 @@ class ResumableEpisodes(DataLoader):
 class EpisodeDataModule(pl.LightningDataModule):
     """Meta-training episodes (the run's seed) for `steps` optimiser steps, and meta-val episodes (eval_seed)."""
 
-    def __init__(
-        self,
-        cfg: EpisodeConfig,
-        tokenizer: TrainedTokenizer,
-        seed: int,
-        steps: int,
-        tasks_per_step: int,
-        val_episodes: int,
-    ) -> None:
+    def __init__(self, source: EpisodeSource, seed: int, steps: int, tasks_per_step: int, val_episodes: int) -> None:
         super().__init__()
-        cfg.validate()
-        self.cfg, self.seed = cfg, seed
+        self.source, self.pools, self.seed = source, source.pools, seed
         self.steps, self.tasks_per_step, self.val_episodes = steps, tasks_per_step, val_episodes
-        texts = class_texts(cfg)
-        self.pools = split_pools(cfg, texts)
-        self.encoded = EncodedClasses(texts, tokenizer, cfg.max_length)
 
     def episodes(self, pool: str, count: int, seed: int | None = None) -> EpisodeSet:
-        return EpisodeSet(self.cfg, self.pools, self.encoded, self.cfg.eval_seed if seed is None else seed, pool, count)
+        return EpisodeSet(self.source, self.source.eval_seed if seed is None else seed, pool, count)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return [episode.to(device) for episode in batch]
@@ -366,6 +403,6 @@ class EpisodeDataModule(pl.LightningDataModule):
         return DataLoader(self.episodes("val", self.val_episodes), batch_size=1, collate_fn=list)
 
 
-def pool_digest(pools: ClassPools) -> str:
+def pool_digest(pools: Pools) -> str:
     """A short fingerprint of the pools, so runs compared on 'the same meta-test classes' can be checked."""
     return f"{zlib.crc32(repr((pools.train, pools.val, pools.test)).encode()):08x}"

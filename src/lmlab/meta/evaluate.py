@@ -1,10 +1,13 @@
 """Meta-test: every method adapts with the same number of steps to the same episodes (eval_seed, so paired across
-methods and seeds), its inner learning rate chosen on meta-val episodes; accuracy mean and 95% CI over episodes."""
+methods and seeds), its inner learning rate chosen on meta-val episodes (class episodes: by accuracy; text
+domains: by the query loss after adaptation); accuracy (of query examples, or of next tokens) mean and 95% CI over
+episodes, the query loss after every adaptation step, and for text domains its perplexity."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +25,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class MetaTestResult:
     inner_lr: float | None  # chosen on meta-val; None when adaptation has no learning rate or learned its own
-    val_accuracy_by_lr: dict[float, float]
+    val_by_lr: dict[float, float]  # the meta-val selection metric (higher is better) at each candidate
     scores: list[EpisodeScore]
+    kind: str = "classes"
 
     def metrics(self) -> dict[str, float]:
         acc = mean_ci([s.accuracy for s in self.scores])
@@ -31,8 +35,13 @@ class MetaTestResult:
         losses = torch.tensor([s.query_losses for s in self.scores], dtype=torch.float64).mean(0)
         for step, loss in enumerate(losses.tolist()):
             out[f"test/query_loss_step{step}"] = loss
-        for lr, val_acc in self.val_accuracy_by_lr.items():
-            out[f"lr_search/val_acc_at_{lr:g}"] = val_acc
+            if self.kind == "domains":
+                out[f"test/ppl_step{step}"] = math.exp(loss)
+        if self.kind == "domains":
+            out["test/ppl_before"], out["test/ppl"] = out["test/ppl_step0"], out[f"test/ppl_step{len(losses) - 1}"]
+        name = "val_acc" if self.kind == "classes" else "val_loss"
+        for lr, value in self.val_by_lr.items():
+            out[f"lr_search/{name}_at_{lr:g}"] = value if self.kind == "classes" else -value
         if self.inner_lr is not None:
             out["test/inner_lr"] = self.inner_lr
         return out
@@ -56,6 +65,7 @@ def _scores(algorithm: MetaAlgorithm, episodes: EpisodeSet, steps: int, lr, devi
 def meta_test(algorithm: MetaAlgorithm, val: EpisodeSet, test: EpisodeSet, cfg: MetaTestConfig) -> MetaTestResult:
     """Choose the inner learning rate on `val` (methods adapting by gradient at one rate), then score `test`."""
     device = next(algorithm.parameters()).device
+    kind = algorithm.learner.kind
     algorithm.eval()
     by_lr: dict[float, float] = {}
     lr: float | None = None
@@ -64,11 +74,11 @@ def meta_test(algorithm: MetaAlgorithm, val: EpisodeSet, test: EpisodeSet, cfg: 
         # The grid, and the rate the method trained its inner loop with (a method is never denied its own).
         for candidate in sorted({*map(float, cfg.inner_lrs), own}):
             scores = _scores(algorithm, val, cfg.steps, float(candidate), device)
-            by_lr[float(candidate)] = sum(s.accuracy for s in scores) / len(scores)
-            log.info("meta-val accuracy at inner lr %g: %.4f", candidate, by_lr[float(candidate)])
+            by_lr[float(candidate)] = _selection(scores, kind)
+            log.info("meta-val %s at inner lr %g: %.4f", _SELECTION[kind], candidate, abs(by_lr[float(candidate)]))
         lr = max(by_lr, key=lambda k: by_lr[k])
     chosen = lr if lr is not None else algorithm.inner_lrs()
-    result = MetaTestResult(lr, by_lr, _scores(algorithm, test, cfg.steps, chosen, device))
+    result = MetaTestResult(lr, by_lr, _scores(algorithm, test, cfg.steps, chosen, device), kind)
     metrics = result.metrics()
     adaptation = (
         f"inner lr {lr:g}, {cfg.steps} steps"
@@ -78,10 +88,23 @@ def meta_test(algorithm: MetaAlgorithm, val: EpisodeSet, test: EpisodeSet, cfg: 
         else "prototypes"
     )
     log.info(
-        "meta-test: accuracy %.4f ± %.4f over %d episodes (%s)",
+        "meta-test: accuracy %.4f ± %.4f over %d episodes (%s)%s",
         metrics["test/acc"],
         metrics["test/acc_ci95"],
         len(test),
         adaptation,
+        f"; perplexity {metrics['test/ppl_before']:.2f} before, {metrics['test/ppl']:.2f} after"
+        if kind == "domains"
+        else "",
     )
     return result
+
+
+_SELECTION = {"classes": "accuracy", "domains": "query loss"}
+
+
+def _selection(scores: list[EpisodeScore], kind: str) -> float:
+    """The meta-val figure an inner lr is chosen by, higher is better: accuracy, or minus the adapted query loss."""
+    if kind == "classes":
+        return sum(s.accuracy for s in scores) / len(scores)
+    return -sum(s.query_losses[-1] for s in scores) / len(scores)

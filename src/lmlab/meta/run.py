@@ -20,7 +20,7 @@ from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.callbacks.rng_state import RngState
 from lmlab.errors import InputError
 from lmlab.meta.algorithms import algorithm_class
-from lmlab.meta.config import MetaConfig
+from lmlab.meta.config import MetaConfig, episode_source
 from lmlab.meta.episodes import EpisodeDataModule, pool_digest
 from lmlab.meta.evaluate import meta_test
 from lmlab.meta.module import MetaModule
@@ -39,7 +39,9 @@ from lmlab.tracking.identity import redacted
 
 log = logging.getLogger(__name__)
 
-POOLS_FILE = "class_pools.json"
+POOLS_FILE = "pools.json"
+# The meta-val metric the best checkpoint is chosen by, per episode kind (domains: the query loss after adaptation).
+SELECTED_BY = {"classes": ("val/acc", "max"), "domains": ("val/loss", "min")}
 
 
 def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
@@ -51,16 +53,12 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     cls = algorithm_class(algo_cfg.name)
     if not cls.meta_trains:
         _refuse_unused_training(algo_cfg.name)
-    # Everything that can refuse the episodes (pools, class sizes) runs before the run dir is written.
+    # Everything that can refuse the episodes (pools, class sizes, the learner) runs before the run dir is written.
     start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
-    data = EpisodeDataModule(
-        conf.episodes,
-        start.tokenizer,
-        conf.seed,
-        conf.trainer.max_steps,
-        algo_cfg.tasks_per_step,
-        conf.eval.val_episodes,
-    )
+    episodes_cfg = conf.episodes_config()
+    source = episode_source(episodes_cfg, start.tokenizer)
+    data = EpisodeDataModule(source, conf.seed, conf.trainer.max_steps, algo_cfg.tasks_per_step, conf.eval.val_episodes)
+    algorithm = cls(algo_cfg, start.backbone, data.pools.train, episodes_cfg.kind)
     ckpt_dir = run_dir / "checkpoints"
     lead = lead_process()
     if lead:
@@ -70,29 +68,19 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
 
-    algorithm = cls(algo_cfg, start.backbone, data.pools.train)
     pools = {"train": data.pools.train, "val": data.pools.val, "test": data.pools.test, "dropped": data.pools.dropped}
-    log.info(
-        "Episodes %s: %d-way %d-shot, %d queries per class; pools of %d / %d / %d classes (meta-train / val / test)%s",
-        conf.episodes.name,
-        conf.episodes.n_way,
-        conf.episodes.k_shot,
-        conf.episodes.q_query,
-        len(data.pools.train),
-        len(data.pools.val),
-        len(data.pools.test),
-        f"; {len(data.pools.dropped)} classes dropped as too small" if data.pools.dropped else "",
-    )
+    log.info("Episodes %s: %s", episodes_cfg.name, source.describe())
     resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
     tags = {
         "lmlab.kind": "meta",
         "lmlab.meta": algo_cfg.name,
-        "lmlab.episodes": conf.episodes.name,
-        "lmlab.class_pools": pool_digest(data.pools),
+        "lmlab.episodes": episodes_cfg.name,
+        "lmlab.episode_kind": episodes_cfg.kind,
+        "lmlab.pools": pool_digest(data.pools),
         "lmlab.tokenizer_fingerprint": start.tokenizer.fingerprint,
         **start.lineage,
     }
-    run_name = f"{algo_cfg.name}-{conf.episodes.name}-{run_dir.name}"
+    run_name = f"{algo_cfg.name}-{episodes_cfg.name}-{run_dir.name}"
     tracked = (
         track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
     )
@@ -105,7 +93,7 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     try:
         if cls.meta_trains:
             stop = StopOnSignal(ckpt_dir / LAST)
-            best, last = checkpoint_callbacks(ckpt_dir, "val/acc", "max")
+            best, last = checkpoint_callbacks(ckpt_dir, *SELECTED_BY[episodes_cfg.kind])
             # Clipping happens in the module: Lightning clips only under automatic optimisation.
             trainer = build_trainer(
                 replace(conf.trainer, gradient_clip_val=0.0),
@@ -139,7 +127,9 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     result.write_episodes(run_dir / EPISODES_FILE, data.episodes("test", conf.eval.test_episodes))
     weights = torch.nn.ModuleDict({"backbone": algorithm.backbone})
     metadata = {
-        "objective": json.dumps({"name": algo_cfg.name}),
+        # A meta-trained language model is a causal LM like any other: evaluate.py and generate.py read it as one.
+        "objective": json.dumps({"name": "clm" if episodes_cfg.kind == "domains" else algo_cfg.name}),
+        "meta": algo_cfg.name,
         "global_step": str(module.global_step),
         "run_id": "" if tracked is None else tracked.run_id,
         **start.lineage,

@@ -1,8 +1,9 @@
 """What every meta-learning algorithm provides: its outer loss on an episode (what meta-training minimises) and
 how it adapts to a new episode at meta-test time.
 
-The default adaptation is the shared evaluation protocol: a fresh zero N-way head (and the encoder tensors
-`meta.adapt` names) trained for a fixed number of SGD steps on the support set, the query scored after every step.
+The default adaptation is the shared evaluation protocol: the learner's starting fast weights (a fresh zero N-way
+head for class episodes; the `meta.adapt` tensors, always) trained for a fixed number of SGD steps on the support
+set, the query scored after every step.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmlab.config_schema import at_least, choice, parse_node
+from lmlab.errors import InputError
 from lmlab.meta.episodes import Episode
-from lmlab.meta.inner import ADAPT, Encoder, FastWeights, adapted_names, features, inner_loop, logits, starting_weights
+from lmlab.meta.inner import ADAPT, detached, inner_loop
+from lmlab.meta.learners import LEARNERS, Learner
 from lmlab.models import Backbone
 
 
@@ -60,12 +62,15 @@ class MetaAlgorithm(nn.Module, ABC):
     meta_trains: ClassVar[bool] = True
     # False: adaptation takes no learning rate (prototypes), so none is chosen on meta-val.
     adapts_by_gradient: ClassVar[bool] = True
+    # The episode kinds (learners) the method works with.
+    kinds: ClassVar[tuple[str, ...]] = ("classes", "domains")
 
-    def __init__(self, cfg: Any, backbone: Backbone, train_classes: list[str]) -> None:
+    def __init__(self, cfg: Any, backbone: Backbone, train_classes: list[str], kind: str = "classes") -> None:
         super().__init__()
+        if kind not in self.kinds:
+            raise InputError(f"meta={cfg.name} needs {' or '.join(self.kinds)} episodes; these episodes are {kind}")
         self.cfg = cfg
-        self.encoder = Encoder(backbone)
-        self.names = adapted_names(self.encoder, cfg.adapt, cfg.top_k)
+        self.learner: Learner = LEARNERS[kind](backbone, cfg.adapt, cfg.top_k)
 
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:
@@ -73,7 +78,12 @@ class MetaAlgorithm(nn.Module, ABC):
 
     @property
     def backbone(self) -> Backbone:
-        return self.encoder.backbone
+        return self.learner.backbone
+
+    @property
+    def names(self) -> list[str]:
+        """The backbone tensors the inner loop adapts."""
+        return self.learner.names
 
     @abstractmethod
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -90,31 +100,21 @@ class MetaAlgorithm(nn.Module, ABC):
         return float(self.cfg.inner_lr)
 
     def score(self, episode: Episode, steps: int, lr: float | Mapping[str, torch.Tensor]) -> EpisodeScore:
-        """Adapt to `episode` from a fresh head (+ the `meta.adapt` tensors) with `steps` SGD steps at `lr`."""
-        n_way = len(episode.classes)
+        """Adapt to `episode` from the learner's start with `steps` SGD steps at `lr`, scoring the query after each."""
         with torch.enable_grad():
-            fast = starting_weights(self.encoder, self.names, n_way, detach=True)
-            fixed_s = fixed_q = None
-            if not fast.encoder:
-                with torch.no_grad():
-                    fixed_s, fixed_q = self.encoder(episode.support), self.encoder(episode.query)
+            fast = self.learner.start(episode, detach=True)
+            support = self.learner.bind(episode.support, fast)
+            with torch.no_grad():
+                query = self.learner.bind(episode.query, fast)
             losses = []
             for step in range(steps + 1):
                 with torch.no_grad():
-                    x = fixed_q if fixed_q is not None else features(self.encoder, fast.encoder, episode.query)
-                    out = logits(fast.head, x)
-                    losses.append(float(F.cross_entropy(out, episode.query["label"])))
+                    out = query(fast)
+                losses.append(float(out.loss))
                 if step < steps:
-                    fast, _ = inner_loop(self.encoder, fast, episode.support, 1, lr, False, fixed_s)
-                    fast = FastWeights(
-                        *(
-                            {n: t.detach().requires_grad_() for n, t in part.items()}
-                            for part in (fast.encoder, fast.head)
-                        )
-                    )
-        correct = int((out.argmax(-1) == episode.query["label"]).sum())
-        return EpisodeScore(correct, len(episode.query["label"]), losses)
+                    fast = detached(inner_loop(support, fast, 1, lr, False)[0])
+        return EpisodeScore(int(out.correct), out.total, losses)
 
 
-def accuracy(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return (out.argmax(-1) == labels).float().mean()
+def accuracy(correct: torch.Tensor, total: int) -> torch.Tensor:
+    return correct.float() / total

@@ -10,20 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmlab.meta.algorithms.base import AlgorithmConfig, MetaAlgorithm, accuracy
 from lmlab.meta.episodes import Episode
-from lmlab.meta.inner import (
-    HEAD_BIAS,
-    HEAD_WEIGHT,
-    features,
-    inner_loop,
-    logits,
-    second_order_attention,
-    starting_weights,
-)
+from lmlab.meta.inner import inner_loop, second_order_attention
+from lmlab.meta.learners import HEAD_BIAS, HEAD_WEIGHT
 from lmlab.models import Backbone
 
 log = logging.getLogger(__name__)
@@ -39,12 +31,12 @@ class MAMLConfig(AlgorithmConfig):
 class MAML(MetaAlgorithm):
     Config = MAMLConfig
 
-    def __init__(self, cfg: MAMLConfig, backbone: Backbone, train_classes: list[str]) -> None:
-        super().__init__(cfg, backbone, train_classes)
+    def __init__(self, cfg: MAMLConfig, backbone: Backbone, train_classes: list[str], kind: str = "classes") -> None:
+        super().__init__(cfg, backbone, train_classes, kind)
         self.log_lrs = nn.ParameterDict()
         if cfg.learn_inner_lr:
             start = math.log(max(cfg.inner_lr, 1e-8))
-            for name in [*self.names, HEAD_WEIGHT, HEAD_BIAS]:
+            for name in self._fast_names():
                 self.log_lrs[_key(name)] = nn.Parameter(torch.tensor(start))
         if not cfg.first_order:
             log.info(
@@ -54,24 +46,26 @@ class MAML(MetaAlgorithm):
     def inner_lrs(self) -> float | Mapping[str, torch.Tensor]:
         if not self.cfg.learn_inner_lr:
             return float(self.cfg.inner_lr)
-        return {name: self.log_lrs[_key(name)].exp() for name in [*self.names, HEAD_WEIGHT, HEAD_BIAS]}
+        return {name: self.log_lrs[_key(name)].exp() for name in self._fast_names()}
+
+    def _fast_names(self) -> list[str]:
+        """Every tensor the inner loop steps: the adapted backbone tensors and, for class episodes, the head."""
+        return [*self.names, *((HEAD_WEIGHT, HEAD_BIAS) if self.learner.kind == "classes" else ())]
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         second_order = not self.cfg.first_order
         with second_order_attention(second_order):
-            start = starting_weights(self.encoder, self.names, len(episode.classes), detach=False)
-            fast, support_losses = inner_loop(
-                self.encoder, start, episode.support, self.cfg.inner_steps, self.inner_lrs(), second_order
-            )
-            out = logits(fast.head, features(self.encoder, fast.encoder, episode.query))
-        loss = F.cross_entropy(out, episode.query["label"])
+            start = self.learner.start(episode, detach=False)
+            support = self.learner.bind(episode.support, start)
+            fast, support_losses = inner_loop(support, start, self.cfg.inner_steps, self.inner_lrs(), second_order)
+            out = self.learner.bind(episode.query, start)(fast)
         metrics = {
             "support_loss_before": support_losses[0],
             "support_loss_last_step": support_losses[-1],
-            "query_loss": loss.detach(),
-            "query_acc": accuracy(out.detach(), episode.query["label"]),
+            "query_loss": out.loss.detach(),
+            "query_acc": accuracy(out.correct, out.total),
         }
-        return loss, metrics
+        return out.loss, metrics
 
 
 def _key(name: str) -> str:

@@ -1,5 +1,7 @@
-"""The supervised baseline: one classifier over every meta-train class, trained on the episodes' examples with
-their pool-wide labels; at meta-test it adapts like every method, from a fresh head."""
+"""The supervised baseline, at the same outer steps over the same episodes: for class episodes one classifier over
+every meta-train class, trained on the episodes' examples with their pool-wide labels; for domain episodes plain
+causal language modelling of the episodes' text. At meta-test it adapts like every method (class episodes: from a
+fresh head)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from torch import nn
 
 from lmlab.meta.algorithms.base import AlgorithmConfig, MetaAlgorithm, accuracy
 from lmlab.meta.episodes import Episode
+from lmlab.meta.inner import Prediction
 from lmlab.models import Backbone
 
 
@@ -22,18 +25,25 @@ class MultitaskConfig(AlgorithmConfig):
 class Multitask(MetaAlgorithm):
     Config = MultitaskConfig
 
-    def __init__(self, cfg: MultitaskConfig, backbone: Backbone, train_classes: list[str]) -> None:
-        super().__init__(cfg, backbone, train_classes)
+    def __init__(
+        self, cfg: MultitaskConfig, backbone: Backbone, train_classes: list[str], kind: str = "classes"
+    ) -> None:
+        super().__init__(cfg, backbone, train_classes, kind)
         self.class_ids = {name: i for i, name in enumerate(train_classes)}
-        self.classifier = nn.Linear(backbone.cfg.d_model, len(train_classes))
+        self.classifier = nn.Linear(backbone.cfg.d_model, len(train_classes)) if kind == "classes" else None
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         batch = episode.whole()
+        out = self.learner.plain(batch) or self._pool_wide(episode, batch)
+        return out.loss, {"loss": out.loss.detach(), "acc": accuracy(out.correct, out.total)}
+
+    def _pool_wide(self, episode: Episode, batch: dict[str, torch.Tensor]) -> Prediction:
+        """The episode's examples classified among every meta-train class."""
+        assert self.classifier is not None
         ids = torch.tensor([self.class_ids[c] for c in episode.classes], device=batch["label"].device)
         labels = ids[batch["label"]]
-        out = self.classifier(self.encoder(batch))
-        loss = F.cross_entropy(out, labels)
-        return loss, {"loss": loss.detach(), "acc": accuracy(out.detach(), labels)}
+        out = self.classifier(self.learner(batch))
+        return Prediction(F.cross_entropy(out, labels), (out.detach().argmax(-1) == labels).sum(), len(labels))
 
 
 ALGORITHM = Multitask

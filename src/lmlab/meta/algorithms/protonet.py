@@ -22,19 +22,21 @@ class ProtoNetConfig(AlgorithmConfig):
 class ProtoNet(MetaAlgorithm):
     Config = ProtoNetConfig
     adapts_by_gradient = False
+    kinds = ("classes",)
 
     def query_logits(self, episode: Episode) -> torch.Tensor:
-        support = self.encoder(episode.support)
+        support = self.learner(episode.support)
         n_way = len(episode.classes)
         prototypes = torch.zeros(n_way, support.shape[1], dtype=support.dtype, device=support.device)
         prototypes = prototypes.index_add(0, episode.support["label"], support)
         prototypes = prototypes / torch.bincount(episode.support["label"], minlength=n_way)[:, None]
-        return -torch.cdist(self.encoder(episode.query), prototypes).pow(2)
+        return -torch.cdist(self.learner(episode.query), prototypes).pow(2)
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out = self.query_logits(episode)
         loss = F.cross_entropy(out, episode.query["label"])
-        return loss, {"query_loss": loss.detach(), "query_acc": accuracy(out.detach(), episode.query["label"])}
+        correct = (out.detach().argmax(-1) == episode.query["label"]).sum()
+        return loss, {"query_loss": loss.detach(), "query_acc": accuracy(correct, len(out))}
 
     def score(self, episode: Episode, steps: int, lr: float | Mapping[str, torch.Tensor]) -> EpisodeScore:
         with torch.no_grad():

@@ -11,7 +11,7 @@ import torch
 from lmlab.errors import InputError
 from lmlab.meta.algorithms.base import AlgorithmConfig, MetaAlgorithm
 from lmlab.meta.episodes import Episode
-from lmlab.meta.inner import inner_loop, starting_weights
+from lmlab.meta.inner import inner_loop
 
 
 @dataclass
@@ -35,16 +35,15 @@ class Reptile(MetaAlgorithm):
         raise NotImplementedError("Reptile's meta-gradient is not the gradient of a loss; see meta_gradients")
 
     def meta_gradients(self, episodes: list[Episode]) -> dict[str, torch.Tensor]:
-        params = dict(self.encoder.named_parameters())
+        params = dict(self.learner.named_parameters())
         losses = []
         for episode in episodes:
-            start = starting_weights(self.encoder, self.names, len(episode.classes), detach=True)
-            fast, episode_losses = inner_loop(
-                self.encoder, start, episode.whole(), self.cfg.inner_steps, self.inner_lrs(), False
-            )
+            start = self.learner.start(episode, detach=True)
+            whole = self.learner.bind(episode.whole(), start)
+            fast, episode_losses = inner_loop(whole, start, self.cfg.inner_steps, self.inner_lrs(), False)
             losses.append(torch.stack(episode_losses))
             for name in self.names:
-                step = (params[name].detach() - fast.encoder[name].detach()) / len(episodes)
+                step = (params[name].detach() - fast[name].detach()) / len(episodes)
                 grad = params[name].grad
                 params[name].grad = step if grad is None else grad + step
         per_step = torch.stack(losses).mean(0)
