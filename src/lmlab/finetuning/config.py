@@ -8,28 +8,16 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
-from lmlab.models import ModelConfig
-from lmlab.runs.config import LoggerConfig, OptimConfig, PathsConfig, TrainerConfig, register_resolvers
+from lmlab.runs.config import StageConfig, register_resolvers
 from lmlab.tasks import TaskConfig, available_families, family_class
 
 
 @dataclass
-class FinetuneConfig:
-    # An MLflow run id, a pretraining run's output or export directory, or "none" (same architecture, from scratch).
-    pretrained: str = "none"
+class FinetuneConfig(StageConfig):
     # A task family's config (conf/task/*.yaml): validated against that family's schema.
     task: Any = field(default_factory=dict)
-    # Used only with pretrained=none: the architecture and the data whose tokenizer to use.
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "finetune"
-    seed: int = 0
 
     def task_config(self) -> Any:
         """The `task` node as its family's typed config (it already is one when a task YAML composed it in)."""

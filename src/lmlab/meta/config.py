@@ -10,21 +10,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from lmlab.config_schema import at_least, parse_node
-from lmlab.data.config import DataConfig
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.meta.algorithms import algorithm_class, available_algorithms
 from lmlab.meta.domains import DomainConfig, DomainEpisodes
 from lmlab.meta.episodes import ClassEpisodes, EpisodeConfig, EpisodeSource
-from lmlab.models import ModelConfig
-from lmlab.runs.config import (
-    LoggerConfig,
-    OptimConfig,
-    PathsConfig,
-    ResumeConfig,
-    TrainerConfig,
-    register_resolvers,
-)
+from lmlab.runs.config import ResumeConfig, StageConfig, register_resolvers
 
 
 @dataclass
@@ -47,23 +38,13 @@ class MetaTestConfig:
 
 
 @dataclass
-class MetaConfig(ResumeConfig):
-    # An MLflow run id, a pretraining (or fine-tuning) run's output or export directory, or "none".
-    pretrained: str = "none"
+class MetaConfig(StageConfig, ResumeConfig):
     # A meta-learning algorithm's config (conf/meta/*.yaml): validated against that algorithm's schema.
     meta: Any = field(default_factory=dict)
     # Class episodes (conf/episodes: synthetic_topic, files, cloze) or text domains (people, text_files).
     episodes: Any = field(default_factory=dict)
     eval: MetaTestConfig = field(default_factory=MetaTestConfig)
-    # Used only with pretrained=none: the architecture and the data whose tokenizer to use.
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "meta"
-    seed: int = 0
 
     def algorithm_config(self) -> Any:
         name = self.meta.get("name") if isinstance(self.meta, dict) else getattr(self.meta, "name", None)

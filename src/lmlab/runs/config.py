@@ -1,4 +1,5 @@
-"""The config nodes every stage shares (trainer, optim, logger, paths), the job-dir name and Hydra resolvers.
+"""The config nodes every stage shares (trainer, optim, logger, paths; the fields of a stage that starts from a
+backbone; resume), the job-dir name and Hydra resolvers.
 
 Each config group's YAML merges into its typed node; `lmlab.config_schema.parse` refuses unknown keys and runs every
 node's `validate()`.
@@ -15,7 +16,9 @@ import torch
 from omegaconf import OmegaConf
 
 from lmlab.config_schema import at_least, choice, require_file
+from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
+from lmlab.models.config import ModelConfig
 from lmlab.runs.slurm import gpus_per_node
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -131,6 +134,25 @@ class PathsConfig:
     root: str = "."
     output_dir: str = "outputs"
     cache_dir: str = ".cache"
+
+
+@dataclass
+class StageConfig:
+    """What every stage that starts from a backbone shares (fine-tuning, meta-learning): where it starts, how it
+    trains, where it logs. A stage adds its own node (task, meta, ...) and sets `experiment`."""
+
+    # An MLflow run id, a pretraining (or fine-tuning) run's output or export directory, or "none" (a fresh backbone
+    # of `model`, with the tokenizer of `data`).
+    pretrained: str = "none"
+    # Used only with pretrained=none: the architecture and the data whose tokenizer to use.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment: str = "???"
+    seed: int = 0
 
 
 def job_dirname(override_dirname: str) -> str:
