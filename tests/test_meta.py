@@ -25,6 +25,8 @@ from lmlab.meta.inner import inner_loop, second_order_attention
 from lmlab.meta.learners import Classifier
 from lmlab.models import Backbone, ModelConfig
 
+from .meta_gradients import assert_meta_gradient_matches_finite_differences, flat_grad
+
 VOCAB = 50
 
 
@@ -64,37 +66,13 @@ def algorithm(name: str, backbone: Backbone, **settings):
     return cls(cls.parse_config({"name": name, **settings}), backbone, ["c0", "c1", "c2", "c3"])
 
 
-def flat_grad(module: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in module.parameters()])
-
-
 def test_the_second_order_meta_gradient_equals_finite_differences():
     """d/dθ of the query loss after two inner steps, differentiated through the steps, against central differences
     of the same function along a random direction (float64)."""
     backbone = tiny_backbone(torch.float64)
     maml = algorithm("maml", backbone, adapt="all", inner_steps=2, inner_lr=0.5)
     episode = random_episode()
-    loss, _ = maml.episode_loss(episode)
-    loss.backward()
-    analytic = flat_grad(maml)
-    params = list(maml.parameters())
-    direction = [torch.randn_like(p) for p in params]
-    eps = 1e-6
-
-    def shifted(sign: float) -> float:
-        with torch.no_grad():
-            for p, d in zip(params, direction, strict=True):
-                p.add_(sign * eps * d)
-        value = float(maml.episode_loss(episode)[0].detach())
-        with torch.no_grad():
-            for p, d in zip(params, direction, strict=True):
-                p.sub_(sign * eps * d)
-        return value
-
-    numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
-    along = float(analytic @ torch.cat([d.flatten() for d in direction]))
-    assert abs(along) > 1e-4  # the test means something
-    assert along == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    analytic = assert_meta_gradient_matches_finite_differences(maml, episode)
 
     # First-order MAML drops exactly the terms that make this match: it is a different gradient here.
     fomaml = algorithm("fomaml", copy.deepcopy(backbone), adapt="all", inner_steps=2, inner_lr=0.5)
@@ -297,7 +275,7 @@ def test_episode_config_refusals_name_the_setting(tmp_path):
         EpisodeConfig(source="files").validate()
     with pytest.raises(InputError, match="episodes.files is for episodes.source=cloze"):
         EpisodeConfig(files=["a.txt"]).validate()
-    with pytest.raises(InputError, match="must be in \\(0, 1\\) and leave classes for meta-test"):
+    with pytest.raises(InputError, match="must be in \\(0, 1\\) and leave tasks for meta-test"):
         EpisodeConfig(train_fraction=0.8, val_fraction=0.2).validate()
     with pytest.raises(InputError, match="meta=reptile moves the starting weights"):
         algorithm_class("reptile").parse_config({"name": "reptile", "adapt": "head"})

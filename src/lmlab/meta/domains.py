@@ -27,13 +27,13 @@ from lmlab.data.synthetic import World
 from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.heads import IGNORE
-from lmlab.meta.episodes import POOLS, Episode, split_names
+from lmlab.meta.episodes import POOLS, Episode, PoolSplitConfig, split_names
 
 SOURCES = ("people", "files")
 
 
 @dataclass
-class DomainConfig:
+class DomainConfig(PoolSplitConfig):
     kind: str = "domains"
     name: str = "people"
     # people: persons of a synthetic world (world.*); files: each of `files` is a domain.
@@ -42,29 +42,17 @@ class DomainConfig:
     support_rows: int = 4
     query_rows: int = 2
     max_length: int = 128
-    # The share of domains in the meta-train and meta-val pools (meta-test gets the rest), split by split_seed.
-    train_fraction: float = 0.6
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    # Meta-val and meta-test episodes come from this seed, not the run's: every method and seed sees the same ones.
-    eval_seed: int = 1234
     # people: a world of its own seed (the pretraining corpus's is 1234), so that no domain was seen in pretraining.
     world: WorldConfig = field(default_factory=lambda: WorldConfig(seed=4321))
     # files
     files: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        super().validate()
         choice("episodes.source", self.source, SOURCES)
         at_least("episodes.support_rows", self.support_rows, 1)
         at_least("episodes.query_rows", self.query_rows, 1)
         at_least("episodes.max_length", self.max_length, 4)
-        if not (
-            0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1
-        ):
-            raise InputError(
-                f"episodes.train_fraction={self.train_fraction} and episodes.val_fraction={self.val_fraction} must be "
-                "in (0, 1) and leave domains for meta-test (their sum < 1)"
-            )
         if self.source == "people":
             at_least("episodes.world.people", self.world.people, len(POOLS))
             if self.files:

@@ -36,7 +36,28 @@ POOLS = ("train", "val", "test")
 
 
 @dataclass
-class EpisodeConfig:
+class PoolSplitConfig:
+    """How an episode source's tasks (classes, domains) split into pools, and where evaluation episodes come from."""
+
+    # The share of tasks in the meta-train and meta-val pools (meta-test gets the rest), split by split_seed.
+    train_fraction: float = 0.6
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    # Meta-val and meta-test episodes come from this seed, not the run's: every method and seed sees the same ones.
+    eval_seed: int = 1234
+
+    def validate(self) -> None:
+        if not (
+            0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1
+        ):
+            raise InputError(
+                f"episodes.train_fraction={self.train_fraction} and episodes.val_fraction={self.val_fraction} must be "
+                "in (0, 1) and leave tasks for meta-test (their sum < 1)"
+            )
+
+
+@dataclass
+class EpisodeConfig(PoolSplitConfig):
     """Where the classes come from and the episode shape."""
 
     kind: str = "classes"
@@ -47,12 +68,6 @@ class EpisodeConfig:
     n_way: int = 5
     k_shot: int = 5
     q_query: int = 10
-    # The share of classes in the meta-train and meta-val pools (meta-test gets the rest), split by split_seed.
-    train_fraction: float = 0.6
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    # Meta-val and meta-test episodes come from this seed, not the run's: every method and seed sees the same ones.
-    eval_seed: int = 1234
     max_length: int = 48
     # synthetic: sentences per term
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -71,6 +86,7 @@ class EpisodeConfig:
     cloze_max_classes: int = 300
 
     def validate(self) -> None:
+        super().validate()
         choice("episodes.source", self.source, SOURCES)
         at_least("episodes.n_way", self.n_way, 2)
         at_least("episodes.k_shot", self.k_shot, 1)
@@ -78,13 +94,6 @@ class EpisodeConfig:
         at_least("episodes.max_length", self.max_length, 4)
         at_least("episodes.cloze_skip_frequent", self.cloze_skip_frequent, 0)
         at_least("episodes.cloze_max_classes", self.cloze_max_classes, 1)
-        if not (
-            0 < self.train_fraction < 1 and 0 < self.val_fraction < 1 and self.train_fraction + self.val_fraction < 1
-        ):
-            raise InputError(
-                f"episodes.train_fraction={self.train_fraction} and episodes.val_fraction={self.val_fraction} must be "
-                "in (0, 1) and leave classes for meta-test (their sum < 1)"
-            )
         if self.source == "synthetic":
             at_least("episodes.examples_per_class", self.examples_per_class, self.k_shot + self.q_query)
         if self.source == "files":

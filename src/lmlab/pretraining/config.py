@@ -8,32 +8,16 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
-from lmlab.models import ModelConfig
 from lmlab.objectives import objective_class
-from lmlab.runs.config import (
-    LoggerConfig,
-    OptimConfig,
-    PathsConfig,
-    ResumeConfig,
-    TrainerConfig,
-    register_resolvers,
-)
+from lmlab.runs.config import ResumeConfig, RunConfig, register_resolvers
 
 
 @dataclass
-class TrainConfig(ResumeConfig):
-    model: ModelConfig = field(default_factory=ModelConfig)
+class TrainConfig(RunConfig, ResumeConfig):
     # Validated against the chosen objective's own schema when the objective is built.
     objective: Any = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "default"
-    seed: int = 0
 
     def validate(self) -> None:
         """Checks across config groups (each part has validated itself); each error names both settings."""

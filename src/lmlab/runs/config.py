@@ -1,5 +1,5 @@
-"""The config nodes every stage shares (trainer, optim, logger, paths; the fields of a stage that starts from a
-backbone; resume), the job-dir name and Hydra resolvers.
+"""The config nodes every stage shares (trainer, optim, logger, paths; a run's fields, and those of a stage that
+starts from a backbone; resume), the job-dir name and Hydra resolvers.
 
 Each config group's YAML merges into its typed node; `lmlab.config_schema.parse` refuses unknown keys and runs every
 node's `validate()`.
@@ -137,14 +137,10 @@ class PathsConfig:
 
 
 @dataclass
-class StageConfig:
-    """What every stage that starts from a backbone shares (fine-tuning, meta-learning): where it starts, how it
-    trains, where it logs. A stage adds its own node (task, meta, ...) and sets `experiment`."""
+class RunConfig:
+    """What every training stage's config holds: the architecture, the data, how it trains, where it logs. A stage
+    adds its own node (objective, task, meta, ...) and sets `experiment`."""
 
-    # An MLflow run id, a pretraining (or fine-tuning) run's output or export directory, or "none" (a fresh backbone
-    # of `model`, with the tokenizer of `data`).
-    pretrained: str = "none"
-    # Used only with pretrained=none: the architecture and the data whose tokenizer to use.
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -153,6 +149,15 @@ class StageConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     experiment: str = "???"
     seed: int = 0
+
+
+@dataclass
+class StageConfig(RunConfig):
+    """A stage that starts from a backbone (fine-tuning, meta-learning): `model` and `data` are used only with
+    pretrained=none (a fresh backbone of `model`, with the tokenizer of `data`)."""
+
+    # An MLflow run id, a pretraining (or fine-tuning) run's output or export directory, or "none".
+    pretrained: str = "none"
 
 
 def job_dirname(override_dirname: str) -> str:
