@@ -23,27 +23,9 @@ from lmlab.meta.episodes import (
 )
 from lmlab.meta.inner import inner_loop, second_order_attention
 from lmlab.meta.learners import Classifier
-from lmlab.models import Backbone, ModelConfig
+from lmlab.models import Backbone
 
-from .meta_gradients import assert_meta_gradient_matches_finite_differences, flat_grad
-
-VOCAB = 50
-
-
-def tiny_backbone(dtype: torch.dtype = torch.float32, seed: int = 0) -> Backbone:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        n_layers=2,
-        d_model=8,
-        n_heads=2,
-        d_ff=16,
-        max_positions=32,
-        init_std=0.3,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
-    return Backbone(cfg).to(dtype)
+from .meta_helpers import VOCAB, assert_meta_gradient_matches_finite_differences, flat_grad, tiny_backbone
 
 
 def random_episode(n_way: int = 3, k_shot: int = 2, q_query: int = 2, length: int = 6, seed: int = 0) -> Episode:

@@ -23,26 +23,7 @@ from lmlab.meta.learners import LanguageModel
 from lmlab.models import Backbone, ModelConfig
 from lmlab.objectives.clm import CausalLM, CLMConfig
 
-from .meta_gradients import assert_meta_gradient_matches_finite_differences
-
-VOCAB = 40
-
-
-def tiny_decoder(dtype: torch.dtype = torch.float32, layout: str = "decoder") -> Backbone:
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        layout=layout,
-        n_layers=2,
-        d_model=8,
-        n_heads=2,
-        d_ff=16,
-        max_positions=32,
-        init_std=0.3,
-        dropout=0.0,
-        attention_dropout=0.0,
-    )
-    return Backbone(cfg).to(dtype)
+from .meta_helpers import VOCAB, assert_meta_gradient_matches_finite_differences, tiny_backbone
 
 
 def text_episode(seed: int = 0) -> Episode:
@@ -115,13 +96,13 @@ def test_the_language_model_learner_scores_like_the_causal_lm_objective(tokenize
 
 
 def test_the_second_order_meta_gradient_of_a_language_model_equals_finite_differences():
-    maml = algorithm("maml", tiny_decoder(torch.float64), inner_steps=2, inner_lr=0.5)
+    maml = algorithm("maml", tiny_backbone(torch.float64, layout="decoder"), inner_steps=2, inner_lr=0.5)
     assert_meta_gradient_matches_finite_differences(maml, text_episode())
 
 
 @pytest.mark.parametrize("name", ["maml", "fomaml", "reptile", "multitask", "finetune"])
 def test_language_model_adaptation_lowers_the_query_loss_and_never_changes_the_module(name):
-    algo = algorithm(name, tiny_decoder(), inner_lr=0.3)
+    algo = algorithm(name, tiny_backbone(layout="decoder"), inner_lr=0.3)
     before = {k: v.clone() for k, v in algo.state_dict().items()}
     episode = text_episode()
     if algo.meta_trains:
@@ -134,7 +115,7 @@ def test_language_model_adaptation_lowers_the_query_loss_and_never_changes_the_m
 
 
 def test_the_multitask_baseline_of_a_language_model_is_plain_causal_lm_on_the_whole_episode():
-    algo = algorithm("multitask", tiny_decoder())
+    algo = algorithm("multitask", tiny_backbone(layout="decoder"))
     episode = text_episode()
     loss, _ = algo.episode_loss(episode)
     expected = algo.learner(episode.whole()).loss
@@ -145,11 +126,11 @@ def test_the_multitask_baseline_of_a_language_model_is_plain_causal_lm_on_the_wh
 def test_what_cannot_learn_from_text_domains_is_refused_by_name():
     with pytest.raises(InputError, match="meta=protonet needs classes episodes; these episodes are domains"):
         cls = algorithm_class("protonet")
-        cls(cls.parse_config({"name": "protonet"}), tiny_decoder(), ["d0"], "domains")
+        cls(cls.parse_config({"name": "protonet"}), tiny_backbone(layout="decoder"), ["d0"], "domains")
     with pytest.raises(InputError, match="must have model.layout=decoder .* got encoder"):
-        algorithm("maml", tiny_decoder(layout="encoder"))
+        algorithm("maml", tiny_backbone())
     with pytest.raises(InputError, match="meta.adapt=head: a language model's head is its token embedding"):
-        algorithm("maml", tiny_decoder(), adapt="head")
+        algorithm("maml", tiny_backbone(layout="decoder"), adapt="head")
 
 
 def test_domain_config_refusals_name_the_setting(tmp_path, tokenizer):

@@ -1,4 +1,5 @@
-"""The finite-difference check of a meta-gradient, shared by the class-episode and text-domain tests."""
+"""What the class-episode and text-domain meta-learning tests share: a tiny backbone, the finite-difference check
+of a meta-gradient."""
 
 from __future__ import annotations
 
@@ -7,6 +8,26 @@ import torch
 
 from lmlab.meta.algorithms import MetaAlgorithm
 from lmlab.meta.episodes import Episode
+from lmlab.models import Backbone, ModelConfig
+
+VOCAB = 50
+
+
+def tiny_backbone(dtype: torch.dtype = torch.float32, seed: int = 0, layout: str = "encoder") -> Backbone:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        layout=layout,
+        n_layers=2,
+        d_model=8,
+        n_heads=2,
+        d_ff=16,
+        max_positions=32,
+        init_std=0.3,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    return Backbone(cfg).to(dtype)
 
 
 def flat_grad(module: torch.nn.Module) -> torch.Tensor:
