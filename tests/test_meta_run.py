@@ -128,13 +128,14 @@ def test_bad_meta_settings_are_refused_before_anything_is_written(project, overr
     assert not (project / "run").exists() and not (project / "mlflow.db").exists()
 
 
-def test_a_resumed_meta_learning_run_continues_the_exact_episode_and_loss_series(project):
+@pytest.mark.parametrize("toy", [TOY, DOMAIN_TOY], ids=["classes", "domains"])
+def test_a_resumed_meta_learning_run_continues_the_exact_episode_and_loss_series(project, toy):
     """Stopped after 3 meta-steps and rerun to 6, a run logs the same per-step losses as one trained to 6 straight: the
     resumed loader continues with the next episodes, the weights and optimiser state come back."""
-    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=straight"), project / "straight")
-    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=3", "experiment=cut"), project / "cut")
+    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=straight", toy=toy), project / "straight")
+    metalearn(compose_meta("meta=fomaml", "trainer.max_steps=3", "experiment=cut", toy=toy), project / "cut")
     metalearn(
-        compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=cut", "allow_config_change=true"),
+        compose_meta("meta=fomaml", "trainer.max_steps=6", "experiment=cut", "allow_config_change=true", toy=toy),
         project / "cut",
     )
     client, runs = _runs(project)
