@@ -49,12 +49,14 @@ def entry_points() -> dict[str, tuple[str, type]]:
     from lmlab.meta.config import MetaConfig, register_meta_configs
     from lmlab.pretraining.config import TrainConfig
     from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
+    from lmlab.rl.config import RLConfig, register_rl_configs
     from lmlab.studies.config import StudyConfig, register_study_configs
 
     register_finetune_configs()
     register_evaluate_configs()
     register_study_configs()
     register_meta_configs()
+    register_rl_configs()
     ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
     return {
         "train.py": ("config", TrainConfig),
@@ -63,6 +65,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
         "generate.py": ("generate", GenerateConfig),
         "study.py": ("study", StudyConfig),
         "metalearn.py": ("metalearn", MetaConfig),
+        "rl.py": ("rl", RLConfig),
     }
 
 

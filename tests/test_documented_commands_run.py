@@ -41,7 +41,7 @@ from .doc_commands import DocCommand, documented_blocks
 
 pytestmark = pytest.mark.slow
 
-ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py")
+ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py")
 DEFAULT_RUN = "outputs/default/defaults"
 DECODER_RUN = "outputs/default/objective=clm"
 # conf file (in the copy) -> the settings that make it toy-sized
@@ -87,6 +87,7 @@ TOY_SETTINGS = {
         "eval.test_episodes": 10,
     },
     "conf/episodes/people.yaml": {"world.people": 15, "max_length": 48},
+    "conf/rl.yaml": {"trainer.max_steps": 20, "trainer.val_check_interval": 10, "eval.lm_batches": 2},
     # The local cluster's node has 2 CPUs; the default asks 4 per task.
     "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
     "conf/study/objectives_synthetic.yaml": {
@@ -280,7 +281,7 @@ def _help_blocks() -> list[list[DocCommand]]:
     """The examples each entry point's --help prints (read from its conf, where Hydra reads them)."""
     blocks = []
     for script, config in zip(
-        ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study", "metalearn"), strict=True
+        ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study", "metalearn", "rl"), strict=True
     ):
         header = OmegaConf.load(ROOT / "conf" / f"{config}.yaml").hydra.help.header
         lines = [line.strip() for line in header.splitlines() if line.strip().startswith("python ")]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import WorldConfig
@@ -29,6 +28,7 @@ from lmlab.data.synthetic import TERMS, World
 from lmlab.data.tokenizer import CLS, MASK, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.heads import IGNORE
+from lmlab.runs.step_loader import StepLoader
 from lmlab.tasks.classification import read_classification
 
 SOURCES = ("synthetic", "files", "cloze")
@@ -357,37 +357,6 @@ class EpisodeSet(Dataset):
         return self.source.episode(self.seed, self.pool, index)
 
 
-class FromIndex(Sampler[int]):
-    """0, 1, 2, ... in order, starting where a resumed run left off."""
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-        self.start = 0
-
-    def __len__(self) -> int:
-        return self.length - self.start
-
-    def __iter__(self) -> Iterator[int]:
-        start, self.start = self.start, 0
-        return iter(range(start, self.length))
-
-
-class ResumableEpisodes(DataLoader):
-    """Meta-training episodes, tasks_per_step per batch; Lightning saves the position in checkpoints, and a
-    resumed run continues with the episode after the last one an optimiser step used."""
-
-    def __init__(self, dataset: EpisodeSet, tasks_per_step: int, steps_done: Callable[[], int]) -> None:
-        self.from_index = FromIndex(len(dataset))
-        super().__init__(dataset, batch_size=tasks_per_step, sampler=self.from_index, collate_fn=list)
-        self.steps_done = steps_done
-
-    def state_dict(self) -> dict[str, int]:
-        return {"episodes_done": self.steps_done() * (self.batch_size or 1)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.from_index.start = state["episodes_done"]
-
-
 class EpisodeDataModule(pl.LightningDataModule):
     """Meta-training episodes (the run's seed) for `steps` optimiser steps, and meta-val episodes (eval_seed)."""
 
@@ -406,7 +375,7 @@ class EpisodeDataModule(pl.LightningDataModule):
         trainer = self.trainer
         assert trainer is not None
         dataset = self.episodes("train", self.steps * self.tasks_per_step, seed=self.seed)
-        return ResumableEpisodes(dataset, self.tasks_per_step, lambda: trainer.global_step)
+        return StepLoader(dataset, self.tasks_per_step, lambda: trainer.global_step)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.episodes("val", self.val_episodes), batch_size=1, collate_fn=list)

@@ -15,7 +15,7 @@ from lmlab.objectives.base import Objective, ObjectiveOutput
 
 __all__ = ["Objective", "ObjectiveOutput", "available_objectives", "build_objective", "objective_class"]
 
-_NOT_OBJECTIVES = {"base", "seq2seq", "sentence_pairs"}
+_NOT_OBJECTIVES = {"base", "heldout", "seq2seq", "sentence_pairs"}
 
 
 def available_objectives() -> list[str]:

@@ -9,12 +9,14 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from lmlab.errors import InputError
+from lmlab.models import ModelConfig
 from lmlab.objectives import objective_class
 from lmlab.runs.config import ResumeConfig, RunConfig, register_resolvers
 
 
 @dataclass
 class TrainConfig(RunConfig, ResumeConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
     # Validated against the chosen objective's own schema when the objective is built.
     objective: Any = field(default_factory=dict)
     experiment: str = "default"

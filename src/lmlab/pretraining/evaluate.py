@@ -5,7 +5,7 @@ adapting to that text: a few SGD steps of the run's objective on its first token
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,10 +13,9 @@ from hydra.core.config_store import ConfigStore
 
 from lmlab.config_schema import at_least
 from lmlab.data.config import DataConfig
-from lmlab.data.datamodule import PretrainDataModule
 from lmlab.errors import InputError
-from lmlab.models import Backbone
-from lmlab.objectives import Objective, build_objective
+from lmlab.objectives import build_objective
+from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.runs.config import PathsConfig
 from lmlab.runs.exports import load_checked, load_export, strip_prefix
 
@@ -68,31 +67,27 @@ def evaluate_run(
     validation masking of epoch 0, so numbers are comparable across runs. With `adapt.steps` > 0 the metrics are
     the query's after adaptation, and `*_before` its metrics before."""
     exported = load_export(run, tracking_uri, cache_dir)
-    data_cfg = replace(data_cfg, tokenizer=replace(data_cfg.tokenizer, path=str(exported.tokenizer.path)))
     if data_cfg.block_size > exported.model_cfg.max_positions:
         raise InputError(
             f"data.block_size={data_cfg.block_size} exceeds the run's model.max_positions="
             f"{exported.model_cfg.max_positions}"
         )
-    data = PretrainDataModule(data_cfg, cache_dir, seed)
-    data.prepare(splits=("validation",))
     objective = build_objective(exported.objective, exported.tokenizer)
-    data.set_transform(objective.transform)
     backbone = exported.backbone().eval()
     head = objective.build_head(exported.model_cfg).eval()
     load_checked(head, strip_prefix(exported.weights, "head."), str(exported.path))
-    batches = [b for i, b in enumerate(data.val_dataloader()) if not max_batches or i < max_batches]
+    batches = validation_batches(data_cfg, exported.tokenizer, objective, cache_dir, seed, max_batches)
     if adapt is None or adapt.steps == 0:
-        return _scores(objective, backbone, head, batches)
+        return heldout_scores(objective, backbone, head, batches)
     support, query = _split_support(batches, adapt.support_tokens)
-    before = _scores(objective, backbone, head, query)
+    before = heldout_scores(objective, backbone, head, query)
     optimiser = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=adapt.lr)
     for _ in range(adapt.steps):
         optimiser.zero_grad()
         for batch in support:
             (objective.forward(backbone, head, batch).loss / len(support)).backward()
         optimiser.step()
-    after = _scores(objective, backbone, head, query)
+    after = heldout_scores(objective, backbone, head, query)
     return {
         **after,
         **{f"{key}_before": value for key, value in before.items() if key in ("loss", "ppl")},
@@ -115,18 +110,3 @@ def _split_support(batches: list[dict], support_tokens: int) -> tuple[list[dict]
         f"adapt.support_tokens={support_tokens}: the evaluated validation text has {total} tokens in {len(batches)} "
         "batches, which leaves no batch to score after the support; lower adapt.support_tokens or give more text"
     )
-
-
-@torch.no_grad()
-def _scores(objective: Objective, backbone: Backbone, head: torch.nn.Module, batches: list[dict]) -> dict:
-    total_loss = total_targets = total_tokens = 0.0
-    for batch in batches:
-        out = objective.forward(backbone, head, batch)
-        total_loss += float(out.loss) * float(out.n_targets)
-        total_targets += float(out.n_targets)
-        total_tokens += float(batch["n_tokens"])
-    loss = total_loss / max(total_targets, 1.0)
-    metrics = {"loss": loss, "targets": total_targets, "tokens": total_tokens}
-    if objective.loss_is_nll:
-        metrics["ppl"] = float(torch.exp(torch.tensor(loss)))
-    return metrics

@@ -138,10 +138,9 @@ class PathsConfig:
 
 @dataclass
 class RunConfig:
-    """What every training stage's config holds: the architecture, the data, how it trains, where it logs. A stage
-    adds its own node (objective, task, meta, ...) and sets `experiment`."""
+    """What every training stage's config holds: the data, how it trains, where it logs. A stage adds its own nodes
+    (model, objective, task, meta, ...) and sets `experiment`."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -158,6 +157,7 @@ class StageConfig(RunConfig):
 
     # An MLflow run id, a pretraining (or fine-tuning) run's output or export directory, or "none".
     pretrained: str = "none"
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def job_dirname(override_dirname: str) -> str:

@@ -1,0 +1,209 @@
+"""An RL run: the policy starts from a decoder run, a frozen copy is the reference, prompts are split into training
+and held-out ones; Lightning (checkpoints, exact resume, signals, MLflow) runs the updates, then the policy is
+exported as a causal LM (so generate.py, evaluate.py and fine-tuning use it like any run) and its LM loss on
+ordinary text is measured against the reference's."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from lmlab.atomic_file import check_writable_dir
+from lmlab.callbacks import ValidateOnLastStep
+from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
+from lmlab.callbacks.rng_state import RngState
+from lmlab.errors import InputError
+from lmlab.objectives.clm import CausalLM, CLMConfig
+from lmlab.objectives.heldout import heldout_scores, validation_batches
+from lmlab.rl.algorithms import algorithm_class
+from lmlab.rl.config import RLConfig
+from lmlab.rl.module import RLModule
+from lmlab.rl.prompts import Prompt, read_prompts, split_prompts
+from lmlab.rl.rewards import reward_class
+from lmlab.runs.checkpoints import LAST
+from lmlab.runs.config_drift import check_resume_config
+from lmlab.runs.console import closing_summary
+from lmlab.runs.entry import lead_process
+from lmlab.runs.exports import ExportedRun, load_export, write_export
+from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
+from lmlab.runs.start import start_stage
+from lmlab.runs.step_loader import StepLoader
+from lmlab.runs.tracked import track_run
+from lmlab.runs.trainer import build_trainer, lightning_logger
+from lmlab.tracking.identity import redacted
+
+log = logging.getLogger(__name__)
+
+
+def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Fine-tune the policy against the reward as configured; returns the final metrics."""
+    conf = start_stage(cfg, RLConfig)
+    run_dir = Path(run_dir)
+    algo_cfg, reward_cfg = conf.algorithm_config(), conf.reward_config()
+    # Everything that can refuse the inputs runs before the run dir is written.
+    policy = load_export(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+    _check_policy(policy, conf.policy)
+    reward = reward_class(reward_cfg.name)(reward_cfg)
+    prompts = read_prompts(conf.prompts)
+    reward.check_prompts(prompts)
+    train, held_out = split_prompts(prompts, conf.prompts.eval_fraction, conf.prompts.split_seed)
+    _check_lengths(prompts, policy, algo_cfg.max_new_tokens)
+    ckpt_dir = run_dir / "checkpoints"
+    lead = lead_process()
+    if lead:
+        check_writable_dir(ckpt_dir, "the checkpoint directory")
+        check_writable_dir(run_dir / "export", "the export directory")
+    resume_from = resume_point(conf.ckpt_path, conf.resume, ckpt_dir)
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
+    changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
+    log.info(
+        "RL: %s with reward %s, %d training and %d held-out prompts, %d completions each per step",
+        algo_cfg.name,
+        reward_cfg.name,
+        len(train),
+        len(held_out),
+        algo_cfg.group,
+    )
+    resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
+    tags = {
+        "lmlab.kind": "rl",
+        "lmlab.rl": algo_cfg.name,
+        "lmlab.reward": reward_cfg.name,
+        "lmlab.policy_run": policy.run_id or str(policy.path),
+        "lmlab.policy_objective": policy.objective_name,
+        "lmlab.tokenizer_fingerprint": policy.tokenizer.fingerprint,
+    }
+    run_name = f"{algo_cfg.name}-{reward_cfg.name}-{run_dir.name}"
+    tracked = (
+        track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
+    )
+    module = RLModule(
+        policy.backbone(),
+        algorithm_class(algo_cfg.name)(algo_cfg),
+        reward,
+        policy.tokenizer,
+        conf.optim,
+        conf.trainer.max_steps,
+        conf.trainer.gradient_clip_val,
+        conf.seed,
+        conf.eval,
+        run_dir / "completions" if lead else None,
+    )
+    stop = StopOnSignal(ckpt_dir / LAST)
+    best, last = checkpoint_callbacks(ckpt_dir, "val/reward", "max")
+    # Clipping happens in the module: Lightning clips only under automatic optimisation.
+    trainer = build_trainer(
+        replace(conf.trainer, gradient_clip_val=0.0),
+        run_dir,
+        lightning_logger(conf.logger, run_dir, tracked),
+        [best, last, ValidateOnLastStep(), stop, RngState()],
+    )
+    dataset = _PromptStream(train, conf.trainer.max_steps * algo_cfg.prompts_per_step, conf.seed)
+    try:
+        trainer.fit(
+            module,
+            train_dataloaders=StepLoader(dataset, algo_cfg.prompts_per_step, lambda: trainer.global_step),
+            val_dataloaders=DataLoader(held_out, batch_size=algo_cfg.prompts_per_step, collate_fn=list),  # type: ignore[arg-type]
+            ckpt_path=None if resume_from is None else resume_from[0],
+            weights_only=True,
+        )
+    except StoppedOnSignal as stopped:
+        record_stop(tracked, stop, stopped)
+        return {k: float(v) for k, v in trainer.callback_metrics.items()}
+    except Exception as err:
+        if tracked is not None:
+            tracked.fail(f"{type(err).__name__}: {err}")
+        raise
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if not lead:
+        return metrics
+    metadata = {
+        "objective": json.dumps({"name": "clm"}),
+        "rl": algo_cfg.name,
+        "global_step": str(module.global_step),
+        "run_id": "" if tracked is None else tracked.run_id,
+        "lmlab.policy_run": tags["lmlab.policy_run"],
+    }
+    export = write_export(
+        run_dir / "export",
+        torch.nn.ModuleDict({"backbone": module.policy}),
+        policy.model_cfg,
+        policy.tokenizer,
+        metadata,
+        {"config.yaml": OmegaConf.to_yaml(resolved)},
+    )
+    lm = _lm_losses(module, policy, conf)
+    metrics.update(lm)
+    if tracked is not None:
+        for key, value in lm.items():
+            tracked.client.log_metric(tracked.run_id, key, value, step=module.global_step)
+        tracked.client.log_artifacts(tracked.run_id, str(run_dir / "completions"), "completions")
+        tracked.client.log_artifacts(tracked.run_id, str(export))
+        tracked.finish()
+    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), module.global_step))
+    return metrics
+
+
+def _lm_losses(module: RLModule, policy: ExportedRun, conf: RLConfig) -> dict[str, float]:
+    """The policy's and the reference's causal-LM loss on `data`'s validation text: what RL cost the language model."""
+    clm = CausalLM(CLMConfig(), policy.tokenizer)
+    batches = validation_batches(
+        conf.data, policy.tokenizer, clm, Path(conf.paths.cache_dir), conf.seed, conf.eval.lm_batches
+    )
+    head = clm.build_head(policy.model_cfg)
+    device = module.device
+    moved = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
+    scores = {
+        name: heldout_scores(clm, backbone.eval(), head, moved)["loss"]
+        for name, backbone in (("lm/loss", module.policy), ("lm/loss_reference", module.reference))
+    }
+    return {**scores, "lm/loss_ratio": scores["lm/loss"] / scores["lm/loss_reference"]}
+
+
+class _PromptStream(torch.utils.data.Dataset):
+    """Item i: a training prompt, each pass over them in a fresh order drawn from (seed, pass)."""
+
+    def __init__(self, prompts: list[Prompt], length: int, seed: int) -> None:
+        self.prompts, self.length, self.seed = prompts, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Prompt:
+        n = len(self.prompts)
+        order = np.random.default_rng([self.seed, index // n]).permutation(n)
+        return self.prompts[int(order[index % n])]
+
+
+def _check_policy(policy: ExportedRun, source: str) -> None:
+    if policy.model_cfg.layout != "decoder":
+        raise InputError(
+            f"policy={source} is a {policy.model_cfg.layout} run ({policy.objective_name}); RL fine-tuning samples "
+            "completions from a decoder (a causal LM run, e.g. objective=clm). Prefix-LM and encoder-decoder "
+            "policies are not supported yet"
+        )
+
+
+def _check_lengths(prompts: list[Prompt], policy: ExportedRun, max_new_tokens: int) -> None:
+    tok, limit = policy.tokenizer.tokenizer, policy.model_cfg.max_positions
+    lengths = {
+        p.text: len(e.ids)
+        for p, e in zip(prompts, tok.encode_batch([p.text for p in prompts], add_special_tokens=False), strict=True)
+    }
+    empty = [text for text, n in lengths.items() if n == 0]
+    if empty:
+        raise InputError(f"{len(empty)} prompt(s) are empty after tokenization, e.g. {empty[0]!r}")
+    longest = max(lengths, key=lambda text: lengths[text])
+    n = lengths[longest]
+    if n + max_new_tokens > limit:
+        raise InputError(
+            f"the longest prompt ({n} tokens, {longest[:60]!r}) + rl.max_new_tokens={max_new_tokens} exceeds "
+            f"the policy's model.max_positions={limit}; shorten the prompts or lower rl.max_new_tokens"
+        )

@@ -1,0 +1,38 @@
+"""A loader of items 0, 1, 2, ... in batches of one optimiser step each (meta-learning episodes, RL prompts), whose
+position Lightning saves in checkpoints: a resumed run continues with the item after the last one a step used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class FromIndex(Sampler[int]):
+    """0, 1, 2, ... in order, starting where a resumed run left off."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.start = 0
+
+    def __len__(self) -> int:
+        return self.length - self.start
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return iter(range(start, self.length))
+
+
+class StepLoader(DataLoader):
+    """`per_step` items per batch, as a list; `steps_done` reads the trainer's optimiser steps."""
+
+    def __init__(self, dataset: Dataset, per_step: int, steps_done: Callable[[], int]) -> None:
+        self.from_index = FromIndex(len(dataset))  # type: ignore[arg-type]
+        super().__init__(dataset, batch_size=per_step, sampler=self.from_index, collate_fn=list)
+        self.steps_done = steps_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"items_done": self.steps_done() * (self.batch_size or 1)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.from_index.start = state["items_done"]

@@ -1,0 +1,316 @@
+"""RL fine-tuning: rollouts and their log-probabilities (padded = unpadded), the KL estimators, each algorithm's
+advantages, the rewards and prompts, the module (the reference never changes; KL starts at 0) and rl.py end to end
+(tracked run, completions table, export as a causal LM, exact resume, refusals before anything is written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
+from lmlab.errors import InputError
+from lmlab.models import Backbone, ModelConfig
+from lmlab.rl.algorithms import algorithm_class
+from lmlab.rl.config import register_rl_configs
+from lmlab.rl.kl import kl_per_token
+from lmlab.rl.module import RLModule
+from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_prompts
+from lmlab.rl.rewards import reward_class
+from lmlab.rl.rollout import Rollouts, sample, token_scores
+from lmlab.rl.run import rl
+from lmlab.runs.config import OptimConfig
+from lmlab.runs.exports import load_export, write_export
+
+from .conftest import CONF
+
+register_rl_configs()
+
+
+def tiny_decoder(vocab: int, seed: int = 0, layout: str = "decoder") -> Backbone:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        vocab_size=vocab, layout=layout, n_layers=2, d_model=32, n_heads=2, d_ff=64, max_positions=64, dropout=0.0
+    )
+    return Backbone(cfg).eval()
+
+
+def algorithm(name: str, **settings):
+    cls = algorithm_class(name)
+    return cls(cls.parse_config({"name": name, **settings}))
+
+
+@pytest.fixture(scope="module")
+def rollouts(tokenizer: TrainedTokenizer) -> tuple[Backbone, Rollouts]:
+    backbone = tiny_decoder(tokenizer.vocab_size)
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    generator = torch.Generator().manual_seed(0)
+    out = sample(backbone, prompts, 3, 6, 1.0, tokenizer.token_id(SEP), tokenizer.token_id(PAD), generator)
+    return backbone, out
+
+
+# --- rollouts and scores -----------------------------------------------------------------------------------------
+
+
+def test_rollouts_hold_each_prompt_group_times_and_mark_the_completions(rollouts):
+    _, out = rollouts
+    assert out.ids.shape[0] == 9 and out.group == 3
+    assert out.ids[0, :3].tolist() == [5, 6, 7] and out.ids[3, :2].tolist() == [8, 9]
+    assert not out.completion_mask[:, :2].any()  # prompts are never completion tokens
+    assert bool((out.completion_mask <= out.padding_mask).all())
+    assert all(1 <= len(c) <= 6 for c in out.completions(drop_end=False))
+
+
+def test_padded_log_probs_equal_each_row_scored_alone(rollouts):
+    """One padded forward gives every completion token the log-probability it has in its own unpadded forward."""
+    backbone, out = rollouts
+    batch = token_scores(backbone, out)
+    for i in range(out.ids.shape[0]):
+        n = int(out.padding_mask[i].sum())
+        alone = Rollouts(
+            out.ids[i : i + 1, :n], out.padding_mask[i : i + 1, :n], out.completion_mask[i : i + 1, :n], out.ended, 1
+        )
+        single = token_scores(backbone, alone)
+        torch.testing.assert_close(batch.logprobs[i, : n - 1], single.logprobs[0], atol=1e-5, rtol=1e-5)
+        assert bool((batch.logprobs[i, n - 1 :] == 0).all())
+
+
+def test_sampling_is_a_function_of_the_generator_seed(tokenizer, rollouts):
+    backbone, out = rollouts
+    again = sample(
+        backbone,
+        [[5, 6, 7], [8, 9], [10, 11, 12, 13]],
+        3,
+        6,
+        1.0,
+        tokenizer.token_id(SEP),
+        tokenizer.token_id(PAD),
+        torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(again.ids, out.ids)
+
+
+def test_a_completion_stops_at_the_end_token_which_it_keeps():
+    vocab, end, pad = 12, 3, 0
+    backbone = tiny_decoder(vocab)
+    project = backbone.output_projection
+    favour_end = torch.zeros(vocab)
+    favour_end[end] = 100.0  # the end token all but certain
+    backbone.output_projection = lambda hidden: project(hidden) + favour_end  # type: ignore[method-assign]
+    out = sample(backbone, [[5, 6]], 2, 5, 1.0, end, pad, torch.Generator().manual_seed(0))
+    assert out.ended.all() and out.completions() == [[], []] and out.completions(drop_end=False) == [[end], [end]]
+
+
+# --- KL and advantages -------------------------------------------------------------------------------------------
+
+
+def test_kl_is_zero_when_policy_and_reference_agree_and_k3_is_never_negative():
+    logp = torch.log(torch.tensor([0.2, 0.5, 0.9]))
+    for estimator in ("k1", "k3"):
+        assert torch.equal(kl_per_token(logp, logp, estimator), torch.zeros(3))
+    ref = torch.log(torch.tensor([0.4, 0.1, 0.9]))
+    assert bool((kl_per_token(logp, ref, "k3") >= 0).all())
+    assert kl_per_token(logp, ref, "k1").tolist()[0] < 0  # k1 can be negative at a single token
+
+
+def test_grpo_advantages_are_zero_when_a_group_agrees_and_normalised_otherwise():
+    adv = algorithm("grpo").advantages(torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0]]))
+    assert torch.equal(adv[0], torch.zeros(3))
+    assert adv[1].mean().abs() < 1e-6 and adv[1, 1] > 0 > adv[1, 0]
+
+
+def test_the_rloo_baseline_excludes_the_sample_itself():
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 0.5]])
+    adv = algorithm("rloo").advantages(rewards)
+    assert adv[0, 0] == pytest.approx(1.0 - (0.0 + 0.5 + 0.5) / 3)
+    changed = rewards.clone()
+    changed[0, 0] = 7.0
+    # A sample's own reward moves its advantage one for one: it is not in its baseline.
+    assert algorithm("rloo").advantages(changed)[0, 0] - adv[0, 0] == pytest.approx(6.0)
+
+
+def test_reinforce_uses_the_batch_mean_and_group_methods_need_a_group():
+    adv = algorithm("reinforce").advantages(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    assert adv.tolist() == [[0.75, -0.25], [-0.25, -0.25]]
+    for name in ("rloo", "grpo"):
+        with pytest.raises(InputError, match=f"rl={name} .*rl.group"):
+            algorithm(name, group=1)
+
+
+def test_the_clipped_loss_stops_pushing_once_the_ratio_leaves_the_trust_region():
+    grpo = algorithm("grpo", updates_per_batch=2, clip_eps=0.2)
+    old = torch.zeros(1, 1)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    far = torch.full((1, 1), 0.5, requires_grad=True)  # ratio e^0.5 > 1.2
+    grpo.policy_loss(far, old, torch.ones(1), mask).backward()
+    assert far.grad is not None and float(far.grad) == 0.0
+    near = torch.zeros(1, 1, requires_grad=True)
+    grpo.policy_loss(near, old, torch.ones(1), mask).backward()
+    assert near.grad is not None and float(near.grad) == -1.0
+
+
+# --- rewards and prompts -----------------------------------------------------------------------------------------
+
+
+def test_rewards_score_completions():
+    keyword = reward_class("keyword")(reward_class("keyword").parse_config({"name": "keyword", "words": ["proud"]}))
+    assert keyword.score([Prompt("a")] * 3, ["she was proud.", "a proudly made", "PROUD"]) == [1.0, 0.0, 1.0]
+    facts = reward_class("facts")(reward_class("facts").parse_config({"name": "facts"}))
+    prompt = Prompt("Ana Lo works for", "Cormo Labs")
+    assert facts.score([prompt] * 3, ["cormo labs, founded", "cormolabs", "unbri observatory"]) == [1.0, 1.0, 0.0]
+    with pytest.raises(InputError, match="reward=facts checks each prompt's answer; 1 prompt"):
+        facts.check_prompts([prompt, Prompt("no answer here")])
+    with pytest.raises(InputError, match="reward=keyword needs reward.words"):
+        reward_class("keyword").parse_config({"name": "keyword", "words": []})
+
+
+def test_synthetic_prompts_are_people_with_their_employer_split_disjointly():
+    prompts = read_prompts(PromptConfig())
+    assert len(prompts) == 300 and prompts[0].text.endswith(" works for") and prompts[0].answer
+    train, held_out = split_prompts(prompts, 0.2, 0)
+    assert len(held_out) == 60 and not {p.text for p in train} & {p.text for p in held_out}
+
+
+def test_a_prompt_file_is_read_or_refused_naming_the_line(tmp_path):
+    good = tmp_path / "prompts.jsonl"
+    good.write_text('{"prompt": "Ana works for", "answer": "X"}\n\n{"prompt": "Bo is"}\n')
+    assert read_prompts(PromptConfig(source="file", file=str(good))) == [Prompt("Ana works for", "X"), Prompt("Bo is")]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt key"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: each line needs a non-empty \"prompt\" string"):
+        read_prompts(PromptConfig(source="file", file=str(bad)))
+
+
+# --- rl.py end to end ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_export(tmp_path: Path, tokenizer: TrainedTokenizer) -> Path:
+    """An untrained tiny decoder exported as a causal LM run (the machinery does not need a good policy)."""
+    backbone = tiny_decoder(tokenizer.vocab_size)
+    metadata = {"objective": json.dumps({"name": "clm"}), "global_step": "0", "run_id": ""}
+    return write_export(
+        tmp_path / "policy", torch.nn.ModuleDict({"backbone": backbone}), backbone.cfg, tokenizer, metadata, {}
+    )
+
+
+TOY = [
+    "rl.prompts_per_step=2",
+    "rl.group=2",
+    "rl.max_new_tokens=4",
+    "eval.samples=2",
+    "eval.lm_batches=2",
+    "prompts.eval_fraction=0.02",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "data.world.train_documents=300",
+    "data.world.validation_documents=40",
+    "data.block_size=32",
+]
+
+
+def compose_rl(policy: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("rl", overrides=[*TOY, f"policy={policy}", *overrides])
+
+
+def _runs(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    return client, client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+
+
+def test_an_rl_run_is_tracked_with_its_completions_and_exported_as_a_causal_lm(project, policy_export):
+    metrics = rl(compose_rl(policy_export, "rl=rloo"), project / "run")
+    client, [run] = _runs(project)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lmlab.kind"] == "rl" and run.data.tags["lmlab.rl"] == "rloo"
+    assert run.data.tags["lmlab.policy_run"] == str(policy_export)
+    for name in ("reward", "reward_std", "kl", "entropy", "completions/mean_length", "completions/eos_frac"):
+        assert f"train/{name}" in run.data.metrics and f"val/{name}" in run.data.metrics
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward")) == [0, 1, 2, 3]
+    assert {"lm/loss", "lm/loss_reference", "lm/loss_ratio"} <= set(metrics)
+    table = [json.loads(line) for line in (project / "run" / "completions" / "step4.jsonl").read_text().splitlines()]
+    assert table and {"prompt", "completions", "rewards"} <= set(table[0]) and len(table[0]["completions"]) == 2
+    assert "completions/step4.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
+    exported = load_export(str(project / "run"))
+    assert exported.objective_name == "clm" and exported.global_step == 4
+
+
+def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_export):
+    exported = load_export(str(policy_export))
+    conf = compose_rl(policy_export)
+    reward = reward_class("facts")(reward_class("facts").parse_config({"name": "facts"}))
+    module = RLModule(
+        exported.backbone(),
+        algorithm("grpo", group=2, max_new_tokens=4),
+        reward,
+        exported.tokenizer,
+        OptimConfig(),
+        4,
+        0.0,
+        0,
+        conf.eval,
+        None,
+    )
+    module.eval()  # as training_step and validation see the policy (no dropout)
+    prompts = read_prompts(PromptConfig())[:2]
+    out, rewards, _ = module.rollouts(prompts, 2, [0, 0])
+    assert float(module.measured(out, rewards)["kl"]) == 0.0
+    before = {k: v.clone() for k, v in module.reference.state_dict().items()}
+    optimiser = torch.optim.SGD(module.policy.parameters(), lr=1.0)
+    for _ in range(2):
+        optimiser.zero_grad()
+        token_scores(module.policy, out).logprobs.sum().backward()
+        optimiser.step()
+    assert all(torch.equal(v, before[k]) for k, v in module.reference.state_dict().items())
+    assert float(module.measured(out, rewards)["kl"]) > 0
+    module.train()
+    assert module.policy.training and not module.reference.training
+
+
+def test_an_encoder_policy_and_a_too_long_generation_are_refused_before_anything_is_written(
+    project, tmp_path, tokenizer
+):
+    encoder = tiny_decoder(tokenizer.vocab_size, layout="encoder")
+    metadata = {"objective": json.dumps({"name": "mlm"}), "global_step": "0", "run_id": ""}
+    mlm = write_export(
+        tmp_path / "mlm", torch.nn.ModuleDict({"backbone": encoder}), encoder.cfg, tokenizer, metadata, {}
+    )
+    with pytest.raises(
+        InputError, match="is a encoder run \\(mlm\\); RL fine-tuning samples completions from a decoder"
+    ):
+        rl(compose_rl(mlm), project / "run")
+    policy = write_export(
+        tmp_path / "p",
+        torch.nn.ModuleDict({"backbone": tiny_decoder(tokenizer.vocab_size)}),
+        tiny_decoder(tokenizer.vocab_size).cfg,
+        tokenizer,
+        {**metadata, "objective": json.dumps({"name": "clm"})},
+        {},
+    )
+    with pytest.raises(InputError, match="rl.max_new_tokens=60 exceeds the policy's model.max_positions=64"):
+        rl(compose_rl(policy, "rl.max_new_tokens=60"), project / "run")
+    assert not (project / "run").exists() and not (project / "mlflow.db").exists()
+
+
+def test_a_resumed_rl_run_samples_and_logs_exactly_what_an_uninterrupted_one_does(project, policy_export):
+    rl(compose_rl(policy_export, "experiment=straight"), project / "straight")
+    rl(compose_rl(policy_export, "experiment=cut", "trainer.max_steps=2"), project / "cut")
+    rl(compose_rl(policy_export, "experiment=cut", "allow_config_change=true"), project / "cut")
+    client, runs = _runs(project)
+    by_experiment = {r.data.params["experiment"]: r for r in runs}
+    assert by_experiment["cut"].data.tags["lmlab.resumed_from_step"] == "2"
+
+    def series(run, name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+
+    for name in ("train/reward", "train/kl", "train/completions/mean_length"):
+        straight, resumed = series(by_experiment["straight"], name), series(by_experiment["cut"], name)
+        assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
+        assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
