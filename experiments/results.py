@@ -2,8 +2,8 @@
 
     python experiments/results.py objectives [--tracking-uri sqlite:///.../mlflow.db] [--print]
 
-Pretraining: the newest sweep of runs whose `experiment` param is the given name, one row per run. Meta-learning:
-the newest finished run of each (method, seed) of the experiment, one row per method. The table replaces the
+Pretraining: the newest sweep of runs whose `experiment` param is the given name, one row per run. Meta-learning
+and RL: the newest finished run of each (method, seed) of the experiment, one row per method. The table replaces the
 block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in the README (nothing else is touched).
 """
 
@@ -18,6 +18,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from lmlab.meta.results import domains_table, fewshot_table, newest_per_method_and_seed
+from lmlab.rl.results import newest_per_algorithm_and_seed, rl_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "experiments" / "README.md"
@@ -104,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = newest_per_method_and_seed(finished_runs(client, args.experiment))
         domains = runs[0].data.tags.get("lmlab.episode_kind") == "domains"
         table = (domains_table if domains else fewshot_table)(client, runs)
+    elif runs[0].data.tags.get("lmlab.kind") == "rl":
+        runs = newest_per_algorithm_and_seed(finished_runs(client, args.experiment))
+        table = rl_table(client, runs)
     else:
         table = markdown(sorted((row(client, r) for r in runs), key=lambda r: r["objective"]))
     sweep = runs[0].data.tags.get("lmlab.sweep", "?")

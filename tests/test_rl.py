@@ -20,6 +20,7 @@ from lmlab.rl.config import register_rl_configs
 from lmlab.rl.kl import kl_per_token
 from lmlab.rl.module import RLModule
 from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_prompts
+from lmlab.rl.results import rl_table
 from lmlab.rl.rewards import reward_class
 from lmlab.rl.rollout import Rollouts, sample, token_scores
 from lmlab.rl.run import rl
@@ -234,12 +235,20 @@ def test_an_rl_run_is_tracked_with_its_completions_and_exported_as_a_causal_lm(p
     for name in ("reward", "reward_std", "kl", "entropy", "completions/mean_length", "completions/eos_frac"):
         assert f"train/{name}" in run.data.metrics and f"val/{name}" in run.data.metrics
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/reward")) == [0, 1, 2, 3]
+    # The starting policy is evaluated at step 0, then every trainer.val_check_interval steps.
+    val_steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/reward"))
+    assert len(val_steps) == 3 and val_steps[0] == 0
+    assert (project / "run" / "completions" / "step0.jsonl").exists()
     assert {"lm/loss", "lm/loss_reference", "lm/loss_ratio"} <= set(metrics)
     table = [json.loads(line) for line in (project / "run" / "completions" / "step4.jsonl").read_text().splitlines()]
     assert table and {"prompt", "completions", "rewards"} <= set(table[0]) and len(table[0]["completions"]) == 2
     assert "completions/step4.jsonl" in {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
     exported = load_export(str(project / "run"))
     assert exported.objective_name == "clm" and exported.global_step == 4
+    table = rl_table(client, [run]).splitlines()
+    assert table[0].startswith("| algorithm | seeds | held-out reward at step 0") and table[2].startswith(
+        "| rloo | 1 |"
+    )
 
 
 def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_export):

@@ -106,11 +106,14 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         [best, last, ValidateOnLastStep(), stop, RngState()],
     )
     dataset = _PromptStream(train, conf.trainer.max_steps * algo_cfg.prompts_per_step, conf.seed)
+    held_out_loader: DataLoader = DataLoader(held_out, batch_size=algo_cfg.prompts_per_step, collate_fn=list)  # type: ignore[arg-type]
     try:
+        if resume_from is None:  # the starting point's held-out figures (step 0) and completions, to compare with
+            trainer.validate(module, dataloaders=held_out_loader, verbose=False)
         trainer.fit(
             module,
             train_dataloaders=StepLoader(dataset, algo_cfg.prompts_per_step, lambda: trainer.global_step),
-            val_dataloaders=DataLoader(held_out, batch_size=algo_cfg.prompts_per_step, collate_fn=list),  # type: ignore[arg-type]
+            val_dataloaders=held_out_loader,
             ckpt_path=None if resume_from is None else resume_from[0],
             weights_only=True,
         )
