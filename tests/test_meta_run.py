@@ -184,3 +184,12 @@ def test_a_language_model_meta_trained_over_domains_is_an_ordinary_causal_lm_run
         str(project / "meta"), data, project / ".cache", None, adapt=AdaptConfig(steps=1, support_tokens=64)
     )
     assert {"ppl", "ppl_before", "adapt_steps"} <= set(scored)
+
+
+def test_a_meta_learning_checkpoint_from_before_the_shared_step_loader_resumes():
+    """Checkpoints written before the step loader moved to the run core name its position `episodes_done`."""
+    from lmlab.runs.step_loader import StepLoader
+
+    loader = StepLoader(list(range(10)), 2, lambda: 0)  # type: ignore[arg-type]
+    loader.load_state_dict({"episodes_done": 4})
+    assert [batch for batch in loader] == [[4, 5], [6, 7], [8, 9]]

@@ -35,4 +35,5 @@ class StepLoader(DataLoader):
         return {"items_done": self.steps_done() * (self.batch_size or 1)}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.from_index.start = state["items_done"]
+        # "episodes_done": the key meta-learning checkpoints written before this loader was shared carry.
+        self.from_index.start = state["items_done"] if "items_done" in state else state["episodes_done"]
