@@ -323,3 +323,22 @@ def test_a_resumed_rl_run_samples_and_logs_exactly_what_an_uninterrupted_one_doe
         straight, resumed = series(by_experiment["straight"], name), series(by_experiment["cut"], name)
         assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
         assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
+
+
+def test_the_rl_benchmark_prints_rollout_and_update_costs(policy_export, tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    cmd = [sys.executable, "experiments/rl_throughput.py", "--policy", str(policy_export), "--prompts", "2"]
+    cmd += ["--group", "2", "--max-new-tokens", "4", "--repeats", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "ms / step" not in line]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| rollout (sampling, KV cache)",
+        "| scoring + update (reference and policy forwards, backward, AdamW)",
+        "| whole step",
+    ]
+    assert "tokens/s" in rows[0] and rows[2].endswith("| 100% |")
