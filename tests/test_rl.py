@@ -5,6 +5,7 @@ advantages, the rewards and prompts, the module (the reference never changes; KL
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.config import register_rl_configs
 from lmlab.rl.kl import kl_per_token
 from lmlab.rl.module import RLModule
-from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_prompts
+from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_held_out
 from lmlab.rl.results import rl_table
 from lmlab.rl.rewards import reward_class
 from lmlab.rl.rollout import Rollouts, sample, token_scores
@@ -172,7 +173,7 @@ def test_rewards_score_completions():
 def test_synthetic_prompts_are_people_with_their_employer_split_disjointly():
     prompts = read_prompts(PromptConfig())
     assert len(prompts) == 300 and prompts[0].text.endswith(" works for") and prompts[0].answer
-    train, held_out = split_prompts(prompts, 0.2, 0)
+    train, held_out = split_held_out(prompts, 0.2, 0)
     assert len(held_out) == 60 and not {p.text for p in train} & {p.text for p in held_out}
 
 
@@ -217,8 +218,10 @@ TOY = [
 
 
 def compose_rl(policy: Path, *overrides: str):
+    """The toy settings of the algorithm's kind (sampling settings for reward algorithms, pairs per step for DPO)."""
+    toy = [o for o in TOY if not o.startswith("rl.")] + ["rl.pairs_per_step=4"] if "rl=dpo" in overrides else TOY
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("rl", overrides=[*TOY, f"policy={policy}", *overrides])
+        return compose("rl", overrides=[*toy, f"policy={policy}", *overrides])
 
 
 def _runs(root: Path):
@@ -342,3 +345,65 @@ def test_the_rl_benchmark_prints_rollout_and_update_costs(policy_export, tmp_pat
         "| whole step",
     ]
     assert "tokens/s" in rows[0] and rows[2].endswith("| 100% |")
+
+
+# --- DPO -----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pairs_file(tmp_path: Path) -> Path:
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    path = tmp_path / "pairs.jsonl"
+    cmd = [sys.executable, "experiments/synthetic_pairs.py", "--out", str(path)]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    return path
+
+
+def test_the_dpo_loss_at_initialisation_is_ln_2_and_ipo_s_is_its_target_squared():
+    chosen = rejected = torch.zeros(5)  # the policy is the reference: every implicit reward is 0
+    assert float(algorithm("dpo").loss(chosen, rejected)) == pytest.approx(math.log(2))
+    assert float(algorithm("dpo", loss="ipo", beta=0.1).loss(chosen, rejected)) == pytest.approx(25.0)
+    assert float(algorithm("dpo").loss(torch.tensor([3.0]), torch.tensor([-3.0]))) < 0.01
+
+
+def test_a_dpo_run_learns_from_pairs_and_starts_at_ln_2(project, policy_export, pairs_file):
+    rl(compose_rl(policy_export, "rl=dpo", f"preferences={pairs_file}", "prompts.eval_fraction=0.1"), project / "run")
+    client, [run] = _runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.reward"] == "preferences"
+    history = {
+        name: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"val/{name}"))
+        for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+    }
+    assert history["loss"][0] == (0, pytest.approx(math.log(2), abs=1e-6))  # step 0: the policy is the reference
+    assert history["rewards/margins"][0][1] == 0.0 and history["rewards/accuracies"][0][1] == 0.0
+    assert len(history["loss"]) == 3 and "train/rewards/margins" in run.data.metrics
+
+
+def test_preference_settings_are_refused_where_they_would_be_ignored_or_missing(project, policy_export, pairs_file):
+    with pytest.raises(InputError, match="rl=dpo learns from preference pairs: set preferences=<pairs.jsonl>"):
+        rl(compose_rl(policy_export, "rl=dpo"), project / "run")
+    with pytest.raises(InputError, match="would be ignored: rl=grpo samples completions"):
+        rl(compose_rl(policy_export, "rl=grpo", f"preferences={pairs_file}"), project / "run")
+    bad = pairs_file.parent / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(InputError, match=r"bad.jsonl:2: \['rejected'\] missing or empty"):
+        rl(compose_rl(policy_export, "rl=dpo", f"preferences={bad}"), project / "run")
+    assert not (project / "run").exists()
+
+
+def test_a_reward_override_of_a_dpo_run_is_refused_before_anything_is_written(tmp_path, policy_export, pairs_file):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT, run_env
+
+    cmd = [sys.executable, "rl.py", "rl=dpo", f"policy={policy_export}", f"preferences={pairs_file}"]
+    cmd += ["reward=keyword", "logger=none"]
+    done = subprocess.run(cmd, cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "['reward=keyword'] would be ignored: rl=dpo learns from preferences= pairs" in done.stderr
+    assert "Traceback" not in done.stderr and not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))

@@ -369,7 +369,7 @@ _TERMS = {
 # Every topic term, sorted: the fine-grained classes of few-shot episodes (`World.term_sentence`).
 TERMS = tuple(sorted(term for terms in _TERMS.values() for term in terms))
 SENTIMENTS = ("negative", "positive")
-_FEELINGS = {
+FEELINGS = {
     "positive": ("delighted", "proud", "thrilled", "grateful", "hopeful"),
     "negative": ("disappointed", "furious", "worried", "ashamed", "exhausted"),
 }
@@ -634,7 +634,7 @@ def _event(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> N
 def _feeling(rng, w, p, sentiment, venue, event, person_ref, facts, pronouns) -> None:
     subj, obj, poss = pronouns
     person_ref()
-    feeling = rng.choice(_FEELINGS[sentiment])
+    feeling = rng.choice(FEELINGS[sentiment])
     w.add(f" said that {subj} was {feeling} about the {event}.")
 
 

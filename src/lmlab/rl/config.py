@@ -8,9 +8,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
-from lmlab.config_schema import at_least
+from lmlab.config_schema import at_least, require_file
 from lmlab.errors import InputError
-from lmlab.rl.algorithms import algorithm_class, available_algorithms
+from lmlab.rl.algorithms import PreferenceAlgorithm, algorithm_class, available_algorithms
 from lmlab.rl.prompts import PromptConfig
 from lmlab.rl.rewards import available_rewards, reward_class
 from lmlab.runs.config import ResumeConfig, RunConfig, register_resolvers
@@ -39,6 +39,8 @@ class RLConfig(RunConfig, ResumeConfig):
     rl: Any = field(default_factory=dict)
     reward: Any = field(default_factory=dict)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    # rl=dpo: preference pairs (.jsonl: prompt, chosen, rejected), split by prompts.eval_fraction and split_seed
+    preferences: str = ""
     eval: RLEvalConfig = field(default_factory=RLEvalConfig)
     experiment: str = "rl"
 
@@ -48,10 +50,26 @@ class RLConfig(RunConfig, ResumeConfig):
     def reward_config(self) -> Any:
         return reward_class(_name(self.reward, "reward", "reward=facts")).parse_config(self.reward)
 
+    def preferences_used(self) -> bool:
+        """The algorithm learns from preference pairs (DPO), not from a reward on sampled completions."""
+        return issubclass(algorithm_class(self.algorithm_config().name), PreferenceAlgorithm)
+
     def validate(self) -> None:
         super().validate()
         self.algorithm_config()
         self.reward_config()
+        if self.preferences_used():
+            if not self.preferences:
+                raise InputError(
+                    f"rl={self.algorithm_config().name} learns from preference pairs: set preferences=<pairs.jsonl> "
+                    '(one {"prompt", "chosen", "rejected"} per line)'
+                )
+            require_file(self.preferences, "preferences")
+        elif self.preferences:
+            raise InputError(
+                f"preferences={self.preferences} would be ignored: rl={self.algorithm_config().name} samples "
+                "completions and scores them with the reward; preference pairs are for rl=dpo"
+            )
         if self.trainer.accumulate_grad_batches != 1:
             raise InputError(
                 f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches}: an RL step already averages "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from lmlab.data.synthetic import World
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "file")
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,8 +73,8 @@ def read_prompts(cfg: PromptConfig) -> list[Prompt]:
     return prompts
 
 
-def split_prompts(prompts: list[Prompt], eval_fraction: float, seed: int) -> tuple[list[Prompt], list[Prompt]]:
-    """Training and held-out prompts, disjoint, split by `seed`."""
-    order = np.random.default_rng(seed).permutation(len(prompts))
-    n_eval = max(1, int(round(eval_fraction * len(prompts))))
-    return [prompts[i] for i in order[n_eval:]], [prompts[i] for i in order[:n_eval]]
+def split_held_out(items: list[T], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Training and held-out items (prompts, preference pairs), disjoint, split by `seed`."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_eval = max(1, int(round(eval_fraction * len(items))))
+    return [items[i] for i in order[n_eval:]], [items[i] for i in order[:n_eval]]

@@ -74,6 +74,11 @@ def sample(
         for row in tokens:
             stopped = end_id in row
             rows.append((prompt, row[: row.index(end_id) + 1] if stopped else row, stopped))
+    return pack(rows, group, pad_id, device)
+
+
+def pack(rows: list[tuple[list[int], list[int], bool]], group: int, pad_id: int, device: torch.device) -> Rollouts:
+    """(prompt, completion, ended) token rows as one right-padded batch."""
     width = max(len(p) + len(c) for p, c, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     completion_mask = torch.zeros(len(rows), width, dtype=torch.bool)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -25,8 +27,9 @@ from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.config import RLConfig
 from lmlab.rl.module import RLModule
-from lmlab.rl.prompts import Prompt, read_prompts, split_prompts
-from lmlab.rl.rewards import reward_class
+from lmlab.rl.preferences import read_pairs
+from lmlab.rl.prompts import read_prompts, split_held_out
+from lmlab.rl.rewards import Reward, reward_class
 from lmlab.runs.checkpoints import LAST
 from lmlab.runs.config_drift import check_resume_config
 from lmlab.runs.console import closing_summary
@@ -46,15 +49,11 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fine-tune the policy against the reward as configured; returns the final metrics."""
     conf = start_stage(cfg, RLConfig)
     run_dir = Path(run_dir)
-    algo_cfg, reward_cfg = conf.algorithm_config(), conf.reward_config()
+    algo_cfg = conf.algorithm_config()
     # Everything that can refuse the inputs runs before the run dir is written.
     policy = load_export(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
     _check_policy(policy, conf.policy)
-    reward = reward_class(reward_cfg.name)(reward_cfg)
-    prompts = read_prompts(conf.prompts)
-    reward.check_prompts(prompts)
-    train, held_out = split_prompts(prompts, conf.prompts.eval_fraction, conf.prompts.split_seed)
-    _check_lengths(prompts, policy, algo_cfg.max_new_tokens)
+    inputs = _preference_inputs(conf, policy) if conf.preferences_used() else _reward_inputs(conf, policy)
     ckpt_dir = run_dir / "checkpoints"
     lead = lead_process()
     if lead:
@@ -63,31 +62,24 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resume_from = resume_point(conf.ckpt_path, conf.resume, ckpt_dir)
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
-    log.info(
-        "RL: %s with reward %s, %d training and %d held-out prompts, %d completions each per step",
-        algo_cfg.name,
-        reward_cfg.name,
-        len(train),
-        len(held_out),
-        algo_cfg.group,
-    )
+    log.info("RL: %s, %s", algo_cfg.name, inputs.what)
     resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
     tags = {
         "lmlab.kind": "rl",
         "lmlab.rl": algo_cfg.name,
-        "lmlab.reward": reward_cfg.name,
+        "lmlab.reward": inputs.source,
         "lmlab.policy_run": policy.run_id or str(policy.path),
         "lmlab.policy_objective": policy.objective_name,
         "lmlab.tokenizer_fingerprint": policy.tokenizer.fingerprint,
     }
-    run_name = f"{algo_cfg.name}-{reward_cfg.name}-{run_dir.name}"
+    run_name = f"{algo_cfg.name}-{inputs.source}-{run_dir.name}"
     tracked = (
         track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
     )
     module = RLModule(
         policy.backbone(),
         algorithm_class(algo_cfg.name)(algo_cfg),
-        reward,
+        inputs.reward,
         policy.tokenizer,
         conf.optim,
         conf.trainer.max_steps,
@@ -97,7 +89,7 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         run_dir / "completions" if lead else None,
     )
     stop = StopOnSignal(ckpt_dir / LAST)
-    best, last = checkpoint_callbacks(ckpt_dir, "val/reward", "max")
+    best, last = checkpoint_callbacks(ckpt_dir, inputs.monitor, "max")
     # Clipping happens in the module: Lightning clips only under automatic optimisation.
     trainer = build_trainer(
         replace(conf.trainer, gradient_clip_val=0.0),
@@ -105,14 +97,14 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         lightning_logger(conf.logger, run_dir, tracked),
         [best, last, ValidateOnLastStep(), stop, RngState()],
     )
-    dataset = _PromptStream(train, conf.trainer.max_steps * algo_cfg.prompts_per_step, conf.seed)
-    held_out_loader: DataLoader = DataLoader(held_out, batch_size=algo_cfg.prompts_per_step, collate_fn=list)  # type: ignore[arg-type]
+    dataset = _Stream(inputs.train, conf.trainer.max_steps * inputs.per_step, conf.seed)
+    held_out_loader: DataLoader = DataLoader(inputs.held_out, batch_size=inputs.per_step, collate_fn=list)  # type: ignore[arg-type]
     try:
         if resume_from is None:  # the starting point's held-out figures (step 0) and completions, to compare with
             trainer.validate(module, dataloaders=held_out_loader, verbose=False)
         trainer.fit(
             module,
-            train_dataloaders=StepLoader(dataset, algo_cfg.prompts_per_step, lambda: trainer.global_step),
+            train_dataloaders=StepLoader(dataset, inputs.per_step, lambda: trainer.global_step),
             val_dataloaders=held_out_loader,
             ckpt_path=None if resume_from is None else resume_from[0],
             weights_only=True,
@@ -170,19 +162,57 @@ def _lm_losses(module: RLModule, policy: ExportedRun, conf: RLConfig) -> dict[st
     return {**scores, "lm/loss_ratio": scores["lm/loss"] / scores["lm/loss_reference"]}
 
 
-class _PromptStream(torch.utils.data.Dataset):
-    """Item i: a training prompt, each pass over them in a fresh order drawn from (seed, pass)."""
+@dataclass
+class _Inputs:
+    """What a run learns from: training and held-out prompts (with the reward) or preference pairs."""
 
-    def __init__(self, prompts: list[Prompt], length: int, seed: int) -> None:
-        self.prompts, self.length, self.seed = prompts, length, seed
+    train: list
+    held_out: list
+    per_step: int
+    reward: Reward | None
+    source: str  # the reward's name, or "preferences"
+    monitor: str  # the held-out metric the best checkpoint is chosen by
+    what: str
+
+
+def _reward_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
+    algo_cfg, reward_cfg = conf.algorithm_config(), conf.reward_config()
+    reward = reward_class(reward_cfg.name)(reward_cfg)
+    prompts = read_prompts(conf.prompts)
+    reward.check_prompts(prompts)
+    _check_lengths([p.text for p in prompts], policy, algo_cfg.max_new_tokens, "rl.max_new_tokens")
+    train, held_out = split_held_out(prompts, conf.prompts.eval_fraction, conf.prompts.split_seed)
+    what = (
+        f"reward {reward_cfg.name}, {len(train)} training and {len(held_out)} held-out prompts, "
+        f"{algo_cfg.group} completions each"
+    )
+    return _Inputs(train, held_out, algo_cfg.prompts_per_step, reward, reward_cfg.name, "val/reward", what)
+
+
+def _preference_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
+    algo_cfg = conf.algorithm_config()
+    _refuse_unused_reward(algo_cfg.name)
+    pairs = read_pairs(Path(conf.preferences).expanduser())
+    longest = {p.prompt + " " + max(p.chosen, p.rejected, key=len) for p in pairs}
+    _check_lengths(sorted(longest), policy, 1, "the end token")
+    train, held_out = split_held_out(pairs, conf.prompts.eval_fraction, conf.prompts.split_seed)
+    what = f"{len(train)} training and {len(held_out)} held-out preference pairs from {conf.preferences}"
+    return _Inputs(train, held_out, algo_cfg.pairs_per_step, None, "preferences", "val/rewards/accuracies", what)
+
+
+class _Stream(torch.utils.data.Dataset):
+    """Item i: a training item, each pass over them in a fresh order drawn from (seed, pass)."""
+
+    def __init__(self, items: list, length: int, seed: int) -> None:
+        self.items, self.length, self.seed = items, length, seed
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> Prompt:
-        n = len(self.prompts)
+    def __getitem__(self, index: int) -> object:
+        n = len(self.items)
         order = np.random.default_rng([self.seed, index // n]).permutation(n)
-        return self.prompts[int(order[index % n])]
+        return self.items[int(order[index % n])]
 
 
 def _check_policy(policy: ExportedRun, source: str) -> None:
@@ -194,19 +224,29 @@ def _check_policy(policy: ExportedRun, source: str) -> None:
         )
 
 
-def _check_lengths(prompts: list[Prompt], policy: ExportedRun, max_new_tokens: int) -> None:
+def _refuse_unused_reward(name: str) -> None:
+    """A preference algorithm neither samples prompts nor scores with a reward: a single run's override of those
+    would be ignored. In a sweep (`-m rl=grpo,dpo reward=keyword`) they are meant for the reward algorithms."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode == RunMode.MULTIRUN:
+        return
+    unused = ("reward", "prompts.source", "prompts.file", "prompts.world")
+    ignored = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith(unused)]
+    if ignored:
+        raise InputError(
+            f"{ignored} would be ignored: rl={name} learns from preferences= pairs (no reward, no sampled prompts)"
+        )
+
+
+def _check_lengths(texts: list[str], policy: ExportedRun, extra: int, what: str) -> None:
+    """Every text (a prompt, or a prompt and its longest completion) + `extra` tokens fits the policy's positions."""
     tok, limit = policy.tokenizer.tokenizer, policy.model_cfg.max_positions
-    lengths = {
-        p.text: len(e.ids)
-        for p, e in zip(prompts, tok.encode_batch([p.text for p in prompts], add_special_tokens=False), strict=True)
-    }
+    lengths = {t: len(e.ids) for t, e in zip(texts, tok.encode_batch(texts, add_special_tokens=False), strict=True)}
     empty = [text for text, n in lengths.items() if n == 0]
     if empty:
         raise InputError(f"{len(empty)} prompt(s) are empty after tokenization, e.g. {empty[0]!r}")
     longest = max(lengths, key=lambda text: lengths[text])
-    n = lengths[longest]
-    if n + max_new_tokens > limit:
+    if lengths[longest] + extra > limit:
         raise InputError(
-            f"the longest prompt ({n} tokens, {longest[:60]!r}) + rl.max_new_tokens={max_new_tokens} exceeds "
-            f"the policy's model.max_positions={limit}; shorten the prompts or lower rl.max_new_tokens"
+            f"the longest prompt ({lengths[longest]} tokens, {longest[:60]!r}) + {what}={extra} exceeds the policy's "
+            f"model.max_positions={limit}; shorten the prompts or lower {what}"
         )

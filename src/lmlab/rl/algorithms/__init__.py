@@ -6,7 +6,9 @@ import importlib
 import pkgutil
 
 from lmlab.errors import InputError
-from lmlab.rl.algorithms.base import RLAlgorithm
+from lmlab.rl.algorithms.base import PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
+
+__all__ = ["PreferenceAlgorithm", "RLAlgorithm", "RewardAlgorithm", "algorithm_class", "available_algorithms"]
 
 _NOT_ALGORITHMS = {"base"}
 

@@ -1,5 +1,7 @@
-"""What every reward-based algorithm shares: `group` samples per prompt, a KL penalty to the reference, and a
-policy-gradient loss on advantages; an algorithm says how a group's rewards become advantages."""
+"""The two kinds of RL algorithm. A reward algorithm samples `group` completions per prompt, scores them with the
+reward, and takes policy-gradient steps on advantages with a KL penalty to the reference (it says how a group's
+rewards become advantages). A preference algorithm (DPO) learns from (prompt, chosen, rejected) pairs, its implicit
+reward the policy's log-probability ratio to the reference."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ class RLAlgorithmConfig:
 
 
 class RLAlgorithm(ABC):
-    Config: ClassVar[type[RLAlgorithmConfig]]
+    Config: ClassVar[type]
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -49,6 +51,10 @@ class RLAlgorithm(ABC):
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:
         return parse_node(cfg, cls.Config, "rl.")
+
+
+class RewardAlgorithm(RLAlgorithm):
+    Config: ClassVar[type[RLAlgorithmConfig]]
 
     @abstractmethod
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
@@ -66,3 +72,23 @@ class RLAlgorithm(ABC):
             clipped = -adv * ratio.clamp(1 - self.cfg.clip_eps, 1 + self.cfg.clip_eps)
             loss = torch.maximum(loss, clipped)
         return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass
+class PreferenceConfig:
+    name: str = "???"
+    pairs_per_step: int = 8
+    beta: float = 0.1  # how far from the reference the implicit reward lets the policy go
+
+    def validate(self) -> None:
+        at_least("rl.pairs_per_step", self.pairs_per_step, 1)
+        if not self.beta > 0:
+            raise InputError(f"rl.beta must be > 0, got {self.beta}")
+
+
+class PreferenceAlgorithm(RLAlgorithm):
+    Config: ClassVar[type[PreferenceConfig]]
+
+    @abstractmethod
+    def loss(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        """The mean loss over pairs, from the implicit rewards (beta x log-ratio to the reference) of each side."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from lmlab.errors import InputError
-from lmlab.rl.algorithms.base import RLAlgorithm, RLAlgorithmConfig
+from lmlab.rl.algorithms.base import RewardAlgorithm, RLAlgorithmConfig
 
 
 @dataclass
@@ -22,7 +22,7 @@ class GRPOConfig(RLAlgorithmConfig):
             raise InputError(f"rl=grpo normalises within a prompt's group: rl.group must be >= 2, got {self.group}")
 
 
-class GRPO(RLAlgorithm):
+class GRPO(RewardAlgorithm):
     Config = GRPOConfig
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:

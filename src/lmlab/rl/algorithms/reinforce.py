@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmlab.rl.algorithms.base import RLAlgorithm, RLAlgorithmConfig
+from lmlab.rl.algorithms.base import RewardAlgorithm, RLAlgorithmConfig
 
 
 @dataclass
@@ -14,7 +14,7 @@ class ReinforceConfig(RLAlgorithmConfig):
     name: str = "reinforce"
 
 
-class Reinforce(RLAlgorithm):
+class Reinforce(RewardAlgorithm):
     Config = ReinforceConfig
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:

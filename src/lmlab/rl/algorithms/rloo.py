@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from lmlab.errors import InputError
-from lmlab.rl.algorithms.base import RLAlgorithm, RLAlgorithmConfig
+from lmlab.rl.algorithms.base import RewardAlgorithm, RLAlgorithmConfig
 
 
 @dataclass
@@ -21,7 +21,7 @@ class RLOOConfig(RLAlgorithmConfig):
             raise InputError(f"rl=rloo needs rl.group >= 2 (a baseline from the other samples), got {self.group}")
 
 
-class RLOO(RLAlgorithm):
+class RLOO(RewardAlgorithm):
     Config = RLOOConfig
 
     def advantages(self, rewards: torch.Tensor) -> torch.Tensor:
