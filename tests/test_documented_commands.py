@@ -24,7 +24,10 @@ from .doc_commands import documented_blocks
 ENTRY_POINT_SCRIPTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py")
 _COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate|study|metalearn|rl)\.py(?: .*)?)$")
 # Files the documented commands name, and the paths that stand in for them.
-_FILES = ("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl")
+_FILES = (
+    *("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl"),
+    "pairs.jsonl",
+)
 
 
 def documented_commands() -> list[tuple[str, list[str]]]:

@@ -18,7 +18,7 @@ import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lmlab.runs.exports import load_export
+from lmlab.runs.exports import load_export, write_export
 
 from .conftest import ROOT, TINY, run_env
 from .test_meta_run import TOY as META_TOY
@@ -163,23 +163,50 @@ def test_a_time_limited_then_preempted_job_resumes_into_the_same_run(tmp_path):
 
 
 def test_a_meta_learning_sweep_resumes_after_sigterm_into_the_same_run(tmp_path):
-    """metalearn.py on the same machinery: a two-job Slurm sweep, one job preempted (`scontrol requeue`: SIGTERM)
-    mid-training; it continues from its last.ckpt into the same MLflow run, every meta-step logged once. No job can
-    reach trainer.max_steps, so each waits for the event the test needs (never for time): the jobs are cancelled
-    once the preempted one has trained on past its stop. (Finishing and meta-test: tests/test_meta_run.py.)"""
+    """metalearn.py on the same machinery (see _a_preempted_job_resumes_into_the_same_run; finishing and meta-test:
+    tests/test_meta_run.py)."""
     overrides = [
         *[o for o in META_TOY if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))],
         "trainer.max_steps=10000000",
         "trainer.val_check_interval=50",
     ]
     cmd = [sys.executable, "metalearn.py", "-m", *SLURM, "meta=fomaml", "seed=0,1", *overrides]
+    _a_preempted_job_resumes_into_the_same_run(tmp_path, cmd, "train/query_loss", "metalearn")
+
+
+def test_an_rl_sweep_resumes_after_sigterm_into_the_same_run(tmp_path, tokenizer):
+    """rl.py on the same machinery, rollout randomness included (its draws are a function of (seed, step)); finishing
+    and the exact loss series after a resume: tests/test_rl.py."""
+    from .test_rl import TOY as RL_TOY
+    from .test_rl import tiny_decoder
+
+    backbone = tiny_decoder(tokenizer.vocab_size)
+    metadata = {"objective": '{"name": "clm"}', "global_step": "0", "run_id": ""}
+    policy = write_export(
+        tmp_path / "policy", torch.nn.ModuleDict({"backbone": backbone}), backbone.cfg, tokenizer, metadata, {}
+    )
+    overrides = [
+        *[o for o in RL_TOY if not o.startswith(("trainer.max_steps", "trainer.val_check_interval"))],
+        "trainer.max_steps=10000000",
+        "trainer.val_check_interval=50",
+        f"policy={policy}",
+    ]
+    cmd = [sys.executable, "rl.py", "-m", *SLURM, "rl=grpo", "seed=0,1", *overrides]
+    _a_preempted_job_resumes_into_the_same_run(tmp_path, cmd, "train/reward", "rl")
+
+
+def _a_preempted_job_resumes_into_the_same_run(tmp_path: Path, cmd: list[str], metric: str, job_name: str) -> None:
+    """A two-job Slurm sweep, one job preempted (`scontrol requeue`: SIGTERM) mid-training; it continues from its
+    last.ckpt into the same MLflow run, every step logged once. No job can reach trainer.max_steps, so each wait is
+    for the event the test needs (never for time): the jobs are cancelled once the preempted one has trained on past
+    its stop."""
     sweep = subprocess.Popen(
         cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
 
     def last_step(run: Run) -> int:
-        return max((m.step for m in client.get_metric_history(run.info.run_id, "train/query_loss")), default=-1)
+        return max((m.step for m in client.get_metric_history(run.info.run_id, metric)), default=-1)
 
     def training_past(step: int, run_id: str | None = None) -> Run | None:
         for run in _runs(tmp_path):
@@ -194,7 +221,7 @@ def test_a_meta_learning_sweep_resumes_after_sigterm_into_the_same_run(tmp_path)
         return run if ok else None
 
     try:
-        run = _wait_for("a meta-learning job to train past step 60", lambda: training_past(60), sweep, 300)
+        run = _wait_for(f"a {job_name} job to train past step 60", lambda: training_past(60), sweep, 300)
         run_id = run.info.run_id
         _scontrol("requeue", run.data.tags["lmlab.slurm_job_id"])
         first_stop = int(
@@ -209,11 +236,11 @@ def test_a_meta_learning_sweep_resumes_after_sigterm_into_the_same_run(tmp_path)
     finally:
         sweep.kill()
         sweep.communicate()
-        subprocess.run(["scancel", "--name", "metalearn"], check=False)
+        subprocess.run(["scancel", "--name", job_name], check=False)
     assert run.data.tags["lmlab.resume_count"] == "1"
     assert int(run.data.tags["lmlab.resumed_from_step"]) == first_stop > 60
     final_stop = int(run.data.tags["lmlab.stopped_at_step"])
-    logged = sorted(m.step for m in client.get_metric_history(run_id, "train/query_loss"))
-    assert logged == list(range(final_stop)), "every meta-step up to the last stop logged exactly once"
+    logged = sorted(m.step for m in client.get_metric_history(run_id, metric))
+    assert logged == list(range(final_stop)), "every step up to the last stop logged exactly once"
     runs = _runs(tmp_path)
     assert len(runs) == 2 and len({r.data.tags["lmlab.slurm_job_id"] for r in runs}) == 2
