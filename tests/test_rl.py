@@ -22,7 +22,7 @@ from lmlab.rl.kl import kl_per_token
 from lmlab.rl.module import RLModule
 from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_held_out
 from lmlab.rl.results import rl_table
-from lmlab.rl.rewards import reward_class
+from lmlab.rl.rewards import RewardContext, reward_class
 from lmlab.rl.rollout import Rollouts, sample, token_scores
 from lmlab.rl.run import rl
 from lmlab.runs.config import OptimConfig
@@ -44,6 +44,11 @@ def tiny_decoder(vocab: int, seed: int = 0, layout: str = "decoder") -> Backbone
 def algorithm(name: str, **settings):
     cls = algorithm_class(name)
     return cls(cls.parse_config({"name": name, **settings}))
+
+
+def make_reward(name: str, context: RewardContext | None = None, **settings):
+    cls = reward_class(name)
+    return cls(cls.parse_config({"name": name, **settings}), context)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +164,9 @@ def test_the_clipped_loss_stops_pushing_once_the_ratio_leaves_the_trust_region()
 
 
 def test_rewards_score_completions():
-    keyword = reward_class("keyword")(reward_class("keyword").parse_config({"name": "keyword", "words": ["proud"]}))
+    keyword = make_reward("keyword", words=["proud"])
     assert keyword.score([Prompt("a")] * 3, ["she was proud.", "a proudly made", "PROUD"]) == [1.0, 0.0, 1.0]
-    facts = reward_class("facts")(reward_class("facts").parse_config({"name": "facts"}))
+    facts = make_reward("facts")
     prompt = Prompt("Ana Lo works for", "Cormo Labs")
     assert facts.score([prompt] * 3, ["cormo labs, founded", "cormolabs", "unbri observatory"]) == [1.0, 1.0, 0.0]
     with pytest.raises(InputError, match="reward=facts checks each prompt's answer; 1 prompt"):
@@ -257,7 +262,7 @@ def test_an_rl_run_is_tracked_with_its_completions_and_exported_as_a_causal_lm(p
 def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_export):
     exported = load_export(str(policy_export))
     conf = compose_rl(policy_export)
-    reward = reward_class("facts")(reward_class("facts").parse_config({"name": "facts"}))
+    reward = make_reward("facts")
     module = RLModule(
         exported.backbone(),
         algorithm("grpo", group=2, max_new_tokens=4),
@@ -407,3 +412,44 @@ def test_a_reward_override_of_a_dpo_run_is_refused_before_anything_is_written(tm
     assert done.returncode == 1
     assert "['reward=keyword'] would be ignored: rl=dpo learns from preferences= pairs" in done.stderr
     assert "Traceback" not in done.stderr and not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))
+
+
+# --- a classifier run as the reward model --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def classifier_run(tmp_path: Path, tokenizer: TrainedTokenizer) -> Path:
+    """A classification fine-tuning export (as finetune.py writes one): backbone, head, labels, task config."""
+    from lmlab.tasks.classification import ClassificationHead
+
+    backbone = tiny_decoder(tokenizer.vocab_size, layout="encoder")
+    weights = torch.nn.ModuleDict({"backbone": backbone, "head": ClassificationHead(32, 2, 0.0)})
+    labels = ["negative", "positive"]
+    config = "task:\n  family: classification\n  name: synthetic_sentiment\n  max_length: 32\n"
+    texts = {"labels.json": json.dumps(labels), "config.yaml": config}
+    return write_export(tmp_path / "sentiment", weights, backbone.cfg, tokenizer, {"labels": json.dumps(labels)}, texts)
+
+
+def test_a_classifier_run_rewards_the_probability_of_its_label(classifier_run, tokenizer, tmp_path):
+    context = RewardContext(tokenizer, None, tmp_path)
+    reward = make_reward("classifier", context, run=str(classifier_run), label="positive")
+    negative = make_reward("classifier", context, run=str(classifier_run), label="negative")
+    prompts = [Prompt("Ana works for"), Prompt("Bo said that he was")]
+    completions = ["cormo labs.", "delighted about the festival."]
+    scores, others = reward.score(prompts, completions), negative.score(prompts, completions)
+    assert all(0 < s < 1 for s in scores) and scores != [scores[0]] * 2
+    assert [a + b for a, b in zip(scores, others, strict=True)] == pytest.approx([1.0, 1.0])
+
+
+def test_a_reward_run_that_does_not_fit_the_policy_is_refused_by_name(classifier_run, tokenizer, tmp_path):
+    other = TrainedTokenizer(tokenizer.tokenizer, "0123456789abcdef", tokenizer.path)
+    with pytest.raises(InputError, match="reads text with tokenizer .* the policy writes it with 0123456789abcdef"):
+        make_reward("classifier", RewardContext(other, None, tmp_path), run=str(classifier_run), label="positive")
+    context = RewardContext(tokenizer, None, tmp_path)
+    with pytest.raises(InputError, match=r"reward.label='happy' is not a label of .*\['negative', 'positive'\]"):
+        make_reward("classifier", context, run=str(classifier_run), label="happy")
+    (classifier_run / "config.yaml").write_text("task:\n  family: token_classification\n")
+    with pytest.raises(
+        InputError, match="is not a classification fine-tuning run \\(task.family=token_classification\\)"
+    ):
+        make_reward("classifier", context, run=str(classifier_run), label="positive")

@@ -29,7 +29,7 @@ from lmlab.rl.config import RLConfig
 from lmlab.rl.module import RLModule
 from lmlab.rl.preferences import read_pairs
 from lmlab.rl.prompts import read_prompts, split_held_out
-from lmlab.rl.rewards import Reward, reward_class
+from lmlab.rl.rewards import Reward, RewardContext, reward_class
 from lmlab.runs.checkpoints import LAST
 from lmlab.runs.config_drift import check_resume_config
 from lmlab.runs.console import closing_summary
@@ -177,7 +177,8 @@ class _Inputs:
 
 def _reward_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
     algo_cfg, reward_cfg = conf.algorithm_config(), conf.reward_config()
-    reward = reward_class(reward_cfg.name)(reward_cfg)
+    context = RewardContext(policy.tokenizer, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+    reward = reward_class(reward_cfg.name)(reward_cfg, context)
     prompts = read_prompts(conf.prompts)
     reward.check_prompts(prompts)
     _check_lengths([p.text for p in prompts], policy, algo_cfg.max_new_tokens, "rl.max_new_tokens")

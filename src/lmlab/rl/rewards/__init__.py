@@ -6,7 +6,9 @@ import importlib
 import pkgutil
 
 from lmlab.errors import InputError
-from lmlab.rl.rewards.base import Reward
+from lmlab.rl.rewards.base import Reward, RewardContext
+
+__all__ = ["Reward", "RewardContext", "available_rewards", "reward_class"]
 
 _NOT_REWARDS = {"base"}
 

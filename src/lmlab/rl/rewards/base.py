@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from lmlab.config_schema import parse_node
+from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.rl.prompts import Prompt
+
+
+@dataclass(frozen=True)
+class RewardContext:
+    """What a reward may need besides its config: the policy's tokenizer, and where runs are found."""
+
+    tokenizer: TrainedTokenizer
+    tracking_uri: str | None
+    cache_dir: Path
 
 
 class Reward(ABC):
@@ -15,7 +27,7 @@ class Reward(ABC):
     # True: the reward checks each prompt's answer (a fact), so every prompt must have one.
     needs_answers: ClassVar[bool] = False
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, context: RewardContext) -> None:
         self.cfg = cfg
 
     @classmethod

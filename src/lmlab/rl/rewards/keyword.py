@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from lmlab.errors import InputError
 from lmlab.rl.prompts import Prompt
-from lmlab.rl.rewards.base import Reward
+from lmlab.rl.rewards.base import Reward, RewardContext
 
 
 @dataclass
@@ -23,8 +23,8 @@ class KeywordConfig:
 class Keyword(Reward):
     Config = KeywordConfig
 
-    def __init__(self, cfg: KeywordConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: KeywordConfig, context: RewardContext) -> None:
+        super().__init__(cfg, context)
         self.pattern = re.compile(r"\b(" + "|".join(re.escape(w.strip()) for w in cfg.words) + r")\b", re.IGNORECASE)
 
     def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
