@@ -273,7 +273,8 @@ def test_evaluate_after_adaptation_scores_the_query_before_and_after_a_few_steps
 ):
     """A new 'domain' (one synthetic document, repeated): a few steps on the first batch of its validation text (the
     support) lower the loss on the batches after it (the query); the support is never scored; evaluation without
-    adaptation is unchanged; more support than text is refused."""
+    adaptation is unchanged; more support than text is refused. (lr 0.1 sometimes overshoots on the 30-step
+    fixture, whose weights vary from run to run; 10 steps at 0.03 lower the query loss by about 0.3.)"""
     from lmlab.data.config import DataConfig
     from lmlab.data.synthetic import World
     from lmlab.errors import InputError
@@ -284,7 +285,7 @@ def test_evaluate_after_adaptation_scores_the_query_before_and_after_a_few_steps
     data = DataConfig(name="text", source="files", files=[str(domain)], block_size=32, batch_size=16)
     plain = evaluate_run(str(pretrained_run), data, project / ".cache", None, max_batches=4)
     adapted = evaluate_run(
-        str(pretrained_run), data, project / ".cache", None, max_batches=4, adapt=AdaptConfig(5, 512, 0.1)
+        str(pretrained_run), data, project / ".cache", None, max_batches=4, adapt=AdaptConfig(10, 512, 0.03)
     )
     assert adapted["support_tokens"] == 512 and adapted["tokens"] == 3 * 512  # batch 1 adapts, batches 2-4 score
     assert plain["tokens"] == 4 * 512
