@@ -85,9 +85,15 @@ TOY_SETTINGS = {
         "trainer.val_check_interval": 10,
         "eval.val_episodes": 4,
         "eval.test_episodes": 10,
+        "eval.inner_lrs": [0.1],
     },
     "conf/episodes/people.yaml": {"world.people": 15, "max_length": 48},
     "conf/rl.yaml": {"trainer.max_steps": 20, "trainer.val_check_interval": 10, "eval.lm_batches": 2},
+    "experiments/preset/rl_sentiment.yaml": {
+        "trainer.max_steps": 20,
+        "trainer.val_check_interval": 10,
+        "rl.max_new_tokens": 8,
+    },
     # The local cluster's node has 2 CPUs; the default asks 4 per task.
     "conf/hydra/launcher/slurm.yaml": {"cpus_per_task": 1},
     "conf/study/objectives_synthetic.yaml": {
