@@ -21,7 +21,7 @@ from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import write_export
 from lmlab.runs.start import start_stage
 from lmlab.runs.starting_point import refuse_unused_architecture, starting_point
-from lmlab.runs.tracked import track_run
+from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tasks import TaskFamily, family_class
 from lmlab.tasks.sources import load_examples
@@ -86,7 +86,7 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_name = f"{task.name}-{start.lineage['lmlab.pretrained_objective']}-{run_dir.name}"
     tracked = track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved)
     val_loader = _loader(validation_features, task.batch_size, shuffle=False, seed=conf.seed)
-    try:
+    with failure_recorded(tracked):
         logger = lightning_logger(conf.logger, run_dir, tracked)
         trainer = build_trainer(conf.trainer, run_dir, logger, [ValidateOnLastStep()])
         trainer.validate(module, val_loader, verbose=False)
@@ -94,10 +94,6 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             found = sorted(k.removeprefix("val/") for k in trainer.callback_metrics if k.startswith("val/"))
             raise InputError(f"task.main_metric={main_metric!r} is not a metric of {task.family}; it reports {found}")
         trainer.fit(module, _loader(train_features, task.batch_size, True, conf.seed), val_loader)
-    except Exception as err:
-        if tracked is not None:
-            tracked.fail(f"{type(err).__name__}: {err}")
-        raise
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     weights = torch.nn.ModuleDict({"backbone": module.backbone, "head": module.head})

@@ -33,7 +33,7 @@ from lmlab.runs.exports import write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
 from lmlab.runs.starting_point import refuse_unused_architecture, starting_point
-from lmlab.runs.tracked import track_run
+from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
 
@@ -90,7 +90,7 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             tracked.client.log_artifact(tracked.run_id, str(run_dir / POOLS_FILE))
 
     module = MetaModule(algorithm, conf.optim, conf.trainer.max_steps, conf.trainer.gradient_clip_val, conf.eval.steps)
-    try:
+    with failure_recorded(tracked):
         if cls.meta_trains:
             stop = StopOnSignal(ckpt_dir / LAST)
             best, last = checkpoint_callbacks(ckpt_dir, *SELECTED_BY[episodes_cfg.kind])
@@ -117,10 +117,6 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             data.episodes("test", conf.eval.test_episodes),
             conf.eval,
         )
-    except Exception as err:
-        if tracked is not None:
-            tracked.fail(f"{type(err).__name__}: {err}")
-        raise
     metrics = result.metrics()
     if not lead:
         return metrics

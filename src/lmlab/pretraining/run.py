@@ -28,7 +28,7 @@ from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
-from lmlab.runs.tracked import track_run
+from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
 from lmlab.tracking.loss_curve import plot_loss_curve
@@ -72,24 +72,30 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     history = MetricHistory(conf.trainer.log_every_n_steps)
     stop = StopOnSignal(ckpt_dir / LAST)
     best, last = checkpoint_callbacks(ckpt_dir, "val/loss", "min")
-    try:
-        trainer = build_trainer(
-            conf.trainer,
-            run_dir,
-            lightning_logger(conf.logger, run_dir, tracked),
-            [StopOnNonFiniteLoss(), best, last, history, token_throughput(), ValidateOnLastStep(), stop, RngState()],
-        )
-        if not resuming:
-            # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
-            trainer.validate(module, datamodule=data, verbose=False)
-        trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
-    except StoppedOnSignal as stopped:
-        record_stop(tracked, stop, stopped)
-        return {k: float(v) for k, v in trainer.callback_metrics.items()}
-    except Exception as err:
-        if tracked is not None:
-            tracked.fail(f"{type(err).__name__}: {err}")
-        raise
+    with failure_recorded(tracked):
+        try:
+            trainer = build_trainer(
+                conf.trainer,
+                run_dir,
+                lightning_logger(conf.logger, run_dir, tracked),
+                [
+                    StopOnNonFiniteLoss(),
+                    best,
+                    last,
+                    history,
+                    token_throughput(),
+                    ValidateOnLastStep(),
+                    stop,
+                    RngState(),
+                ],
+            )
+            if not resuming:
+                # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
+                trainer.validate(module, datamodule=data, verbose=False)
+            trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
+        except StoppedOnSignal as stopped:
+            record_stop(tracked, stop, stopped)
+            return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not lead:

@@ -38,7 +38,7 @@ from lmlab.runs.exports import ExportedRun, load_export, write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
 from lmlab.runs.step_loader import StepLoader
-from lmlab.runs.tracked import track_run
+from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
 
@@ -99,23 +99,20 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     )
     dataset = _Stream(inputs.train, conf.trainer.max_steps * inputs.per_step, conf.seed)
     held_out_loader: DataLoader = DataLoader(inputs.held_out, batch_size=inputs.per_step, collate_fn=list)  # type: ignore[arg-type]
-    try:
-        if resume_from is None:  # the starting point's held-out figures (step 0) and completions, to compare with
-            trainer.validate(module, dataloaders=held_out_loader, verbose=False)
-        trainer.fit(
-            module,
-            train_dataloaders=StepLoader(dataset, inputs.per_step, lambda: trainer.global_step),
-            val_dataloaders=held_out_loader,
-            ckpt_path=None if resume_from is None else resume_from[0],
-            weights_only=True,
-        )
-    except StoppedOnSignal as stopped:
-        record_stop(tracked, stop, stopped)
-        return {k: float(v) for k, v in trainer.callback_metrics.items()}
-    except Exception as err:
-        if tracked is not None:
-            tracked.fail(f"{type(err).__name__}: {err}")
-        raise
+    with failure_recorded(tracked):
+        try:
+            if resume_from is None:  # the starting point's held-out figures (step 0) and completions, to compare with
+                trainer.validate(module, dataloaders=held_out_loader, verbose=False)
+            trainer.fit(
+                module,
+                train_dataloaders=StepLoader(dataset, inputs.per_step, lambda: trainer.global_step),
+                val_dataloaders=held_out_loader,
+                ckpt_path=None if resume_from is None else resume_from[0],
+                weights_only=True,
+            )
+        except StoppedOnSignal as stopped:
+            record_stop(tracked, stop, stopped)
+            return {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not lead:
         return metrics
@@ -181,7 +178,8 @@ def _reward_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
     reward = reward_class(reward_cfg.name)(reward_cfg, context)
     prompts = read_prompts(conf.prompts)
     reward.check_prompts(prompts)
-    _check_lengths([p.text for p in prompts], policy, algo_cfg.max_new_tokens, "rl.max_new_tokens")
+    n = algo_cfg.max_new_tokens
+    _check_lengths([p.text for p in prompts], policy, n, f"rl.max_new_tokens={n}")
     train, held_out = split_held_out(prompts, conf.prompts.eval_fraction, conf.prompts.split_seed)
     what = (
         f"reward {reward_cfg.name}, {len(train)} training and {len(held_out)} held-out prompts, "
@@ -239,7 +237,8 @@ def _refuse_unused_reward(name: str) -> None:
 
 
 def _check_lengths(texts: list[str], policy: ExportedRun, extra: int, what: str) -> None:
-    """Every text (a prompt, or a prompt and its longest completion) + `extra` tokens fits the policy's positions."""
+    """Every text (a prompt, or a prompt and its longest completion) + `extra` tokens (`what`: "rl.max_new_tokens=N"
+    or "the end token") fits the policy's positions."""
     tok, limit = policy.tokenizer.tokenizer, policy.model_cfg.max_positions
     lengths = {t: len(e.ids) for t, e in zip(texts, tok.encode_batch(texts, add_special_tokens=False), strict=True)}
     empty = [text for text, n in lengths.items() if n == 0]
@@ -248,6 +247,6 @@ def _check_lengths(texts: list[str], policy: ExportedRun, extra: int, what: str)
     longest = max(lengths, key=lambda text: lengths[text])
     if lengths[longest] + extra > limit:
         raise InputError(
-            f"the longest prompt ({lengths[longest]} tokens, {longest[:60]!r}) + {what}={extra} exceeds the policy's "
-            f"model.max_positions={limit}; shorten the prompts or lower {what}"
+            f"the longest prompt ({lengths[longest]} tokens, {longest[:60]!r}) + {what} exceeds the policy's "
+            f"model.max_positions={limit}; shorten the prompts (and completions) or generate fewer tokens"
         )

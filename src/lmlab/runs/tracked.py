@@ -3,6 +3,8 @@ Slurm job) plus the stage's own, and the flattened config as params."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +53,14 @@ def track_run(
     )
     tracked.client.log_artifact(tracked.run_id, str(run_dir / ENVIRONMENT_FILE))
     return tracked
+
+
+@contextmanager
+def failure_recorded(tracked: MlflowRun | None) -> Iterator[None]:
+    """An error raised in the block marks the tracked run FAILED with the error's text, then propagates."""
+    try:
+        yield
+    except Exception as err:
+        if tracked is not None:
+            tracked.fail(f"{type(err).__name__}: {err}")
+        raise
