@@ -17,9 +17,10 @@ from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.rl.algorithms import algorithm_class
+from lmlab.rl.competition import ELO_ANCHOR, elo_ratings, judge, win_rate
 from lmlab.rl.config import register_rl_configs
-from lmlab.rl.kl import kl_per_token
-from lmlab.rl.module import RLModule
+from lmlab.rl.kl import adapted_kl_coef, kl_per_token
+from lmlab.rl.module import ELO_FILE, RLModule
 from lmlab.rl.prompts import Prompt, PromptConfig, read_prompts, split_held_out
 from lmlab.rl.results import rl_table
 from lmlab.rl.rewards import RewardContext, reward_class
@@ -173,6 +174,13 @@ def test_rewards_score_completions():
         facts.check_prompts([prompt, Prompt("no answer here")])
     with pytest.raises(InputError, match="reward=keyword needs reward.words"):
         reward_class("keyword").parse_config({"name": "keyword", "words": []})
+    length = make_reward("length", target=4)
+    assert length.score([Prompt("a")] * 4, ["one two three four", "one two", "", " ".join(["w"] * 9)]) == [
+        1.0,
+        0.5,
+        0.0,
+        0.0,
+    ]
 
 
 def test_synthetic_prompts_are_people_with_their_employer_split_disjointly():
@@ -278,7 +286,7 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
     module.eval()  # as training_step and validation see the policy (no dropout)
     prompts = read_prompts(PromptConfig())[:2]
     out, rewards, _ = module.rollouts(prompts, 2, [0, 0])
-    assert float(module.measured(out, rewards)["kl"]) == 0.0
+    assert float(module.measured(out, rewards, *module.scored(out))["kl"]) == 0.0
     before = {k: v.clone() for k, v in module.reference.state_dict().items()}
     optimiser = torch.optim.SGD(module.policy.parameters(), lr=1.0)
     for _ in range(2):
@@ -286,7 +294,7 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
         token_scores(module.policy, out).logprobs.sum().backward()
         optimiser.step()
     assert all(torch.equal(v, before[k]) for k, v in module.reference.state_dict().items())
-    assert float(module.measured(out, rewards)["kl"]) > 0
+    assert float(module.measured(out, rewards, *module.scored(out))["kl"]) > 0
     module.train()
     assert module.policy.training and not module.reference.training
 
@@ -317,9 +325,10 @@ def test_an_encoder_policy_and_a_too_long_generation_are_refused_before_anything
 
 
 def test_a_resumed_rl_run_samples_and_logs_exactly_what_an_uninterrupted_one_does(project, policy_export):
-    rl(compose_rl(policy_export, "experiment=straight"), project / "straight")
-    rl(compose_rl(policy_export, "experiment=cut", "trainer.max_steps=2"), project / "cut")
-    rl(compose_rl(policy_export, "experiment=cut", "allow_config_change=true"), project / "cut")
+    adaptive = ("rl.kl_target=0.001", "rl.kl_horizon=4")  # the KL coefficient is state too: +-20% a step here
+    rl(compose_rl(policy_export, "experiment=straight", *adaptive), project / "straight")
+    rl(compose_rl(policy_export, "experiment=cut", *adaptive, "trainer.max_steps=2"), project / "cut")
+    rl(compose_rl(policy_export, "experiment=cut", *adaptive, "allow_config_change=true"), project / "cut")
     client, runs = _runs(project)
     by_experiment = {r.data.params["experiment"]: r for r in runs}
     assert by_experiment["cut"].data.tags["lmlab.resumed_from_step"] == "2"
@@ -327,10 +336,18 @@ def test_a_resumed_rl_run_samples_and_logs_exactly_what_an_uninterrupted_one_doe
     def series(run, name: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
 
-    for name in ("train/reward", "train/kl", "train/completions/mean_length"):
+    for name in ("train/reward", "train/kl", "train/completions/mean_length", "train/kl_coef"):
         straight, resumed = series(by_experiment["straight"], name), series(by_experiment["cut"], name)
         assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
         assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
+    assert len({v for _, v in series(by_experiment["straight"], "train/kl_coef")}) == 4
+    # The evaluations before the cut come back with the checkpoint: the Elo fit after it sees all of them.
+    for name in ("val/win_rate", "val/elo"):
+        straight, resumed = series(by_experiment["straight"], name), series(by_experiment["cut"], name)
+        assert [s for s, _ in resumed] == [s for s, _ in straight] and len(straight) == 3
+        assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
+    elo = project / "cut" / "completions" / ELO_FILE
+    assert elo.read_text() == (project / "straight" / "completions" / ELO_FILE).read_text()
 
 
 def test_the_rl_benchmark_prints_rollout_and_update_costs(policy_export, tmp_path):
@@ -453,3 +470,70 @@ def test_a_reward_run_that_does_not_fit_the_policy_is_refused_by_name(classifier
         InputError, match="is not a classification fine-tuning run \\(task.family=token_classification\\)"
     ):
         make_reward("classifier", context, run=str(classifier_run), label="positive")
+
+
+# --- competition: the judge, win rate, Elo, online DPO ---------------------------------------------------------------
+
+
+def test_the_adaptive_kl_coefficient_moves_toward_its_target_at_most_20_percent_per_horizon():
+    assert adapted_kl_coef(0.1, 0.2, 0.1, 100, 100) == pytest.approx(0.12)  # 100% over target: clipped to +20%
+    assert adapted_kl_coef(0.1, 0.09, 0.1, 100, 100) == pytest.approx(0.09)  # 10% under: -10%
+    assert adapted_kl_coef(0.1, 0.0, 0.1, 32, 10000) == pytest.approx(0.1 * (1 - 0.2 * 32 / 10000))
+    with pytest.raises(InputError, match="rl.kl_target must be > 0"):
+        algorithm("grpo", kl_target=0.0)
+    with pytest.raises(InputError, match="it needs rl.kl_coef > 0"):
+        algorithm("grpo", kl_target=0.1, kl_coef=0.0)
+
+
+def test_the_judge_prefers_the_higher_reward_and_a_tie_counts_half():
+    a, b = torch.tensor([1.0, 0.0, 0.5, 0.2]), torch.tensor([0.0, 1.0, 0.5, 0.1])
+    assert judge(a, b).tolist() == [1.0, 0.0, 0.5, 1.0]
+    assert win_rate(a, b) == pytest.approx(2.5 / 4) and win_rate(a, a) == 0.5
+
+
+def test_elo_is_the_bradley_terry_fit_anchored_at_the_first_checkpoint():
+    reference = torch.zeros(10)
+    better = torch.tensor([1.0] * 8 + [-1.0] * 2)  # wins 8 of 10 matches against the reference
+    ratings = elo_ratings([reference, better])
+    # Two players: the fit is the record itself, with the virtual tie (8.5 wins of 11 games).
+    assert ratings[0] == ELO_ANCHOR
+    assert ratings[1] - ratings[0] == pytest.approx(400 * math.log10(8.5 / 2.5), abs=1e-6)
+    assert elo_ratings([reference, reference.clone()]) == pytest.approx([ELO_ANCHOR, ELO_ANCHOR])
+    # A clean sweep stays finite, and a checkpoint that beats the one that beat the reference is rated above both.
+    best = torch.full((10,), 2.0)
+    swept = elo_ratings([reference, better, best])
+    assert all(math.isfinite(r) for r in swept) and swept[0] < swept[1] < swept[2]
+    assert elo_ratings([reference]) == [ELO_ANCHOR]
+
+
+def test_online_dpo_is_configured_as_a_sampling_algorithm_of_pairs(project, policy_export):
+    assert float(algorithm("online_dpo").loss(torch.zeros(3), torch.zeros(3))) == pytest.approx(math.log(2))
+    with pytest.raises(InputError, match="rl.group must be >= 2"):
+        algorithm("online_dpo", group=1)
+    with pytest.raises(InputError, match=r"rl.loss='hinge' is not supported; expected one of"):
+        algorithm("online_dpo", loss="hinge")
+    with pytest.raises(InputError, match="kl_coef"):  # a reward algorithm's setting is not silently ignored
+        rl(compose_rl(policy_export, "rl=online_dpo", "+rl.kl_coef=0.1"), project / "run")
+    assert not (project / "run").exists()
+
+
+def test_an_online_dpo_run_is_judged_against_the_reference_and_its_checkpoints_get_elo(project, policy_export):
+    metrics = rl(compose_rl(policy_export, "rl=online_dpo", "reward=length", "reward.target=2"), project / "r")
+    client, [run] = _runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.rl"] == "online_dpo"
+
+    def history(name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+
+    # Step 0: the policy is the reference, so every match ties and the loss of its pairs is ln 2.
+    assert history("val/win_rate")[0] == (0, 0.5) and history("val/elo")[0] == (0, ELO_ANCHOR)
+    assert len(history("val/elo")) == 3
+    assert [s for s, _ in history("train/pairs/decided_frac")] == [0, 1, 2, 3]
+    decided_steps = [s for s, v in history("train/pairs/decided_frac") if v > 0]
+    assert decided_steps and history("train/loss")[0][0] == decided_steps[0]
+    assert history("train/loss")[0][1] == pytest.approx(math.log(2), abs=1e-5)
+    assert "train/kl" in run.data.metrics and "val/reward" in run.data.metrics
+    table = json.loads((project / "r" / "completions" / ELO_FILE).read_text())
+    assert [row["step"] for row in table] == [0, 2, 4] and table[0]["elo"] == ELO_ANCHOR
+    assert table[-1]["win_rate_vs_reference"] == pytest.approx(metrics["val/win_rate"], abs=1e-6)
+    assert f"completions/{ELO_FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, "completions")}

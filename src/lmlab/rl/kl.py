@@ -18,3 +18,11 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     if estimator == "k1":
         return -log_ratio
     return torch.exp(log_ratio) - 1 - log_ratio
+
+
+def adapted_kl_coef(coef: float, kl: float, target: float, completions: int, horizon: int) -> float:
+    """The adaptive KL coefficient of Ziegler et al. (2019), as TRL's AdaptiveKLController: after a batch of
+    `completions` with per-token KL `kl`, the coefficient moves by the proportional error to `target`, clipped to
+    +-20%, scaled by `completions / horizon`: above the target the penalty grows, below it shrinks."""
+    error = min(max(kl / target - 1, -0.2), 0.2)
+    return coef * (1 + error * completions / horizon)

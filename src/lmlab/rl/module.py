@@ -1,9 +1,12 @@
 """The LightningModule of an RL run: manual optimisation, because one step of a reward algorithm samples rollouts
-from the policy, scores them, and then takes `rl.updates_per_batch` optimiser steps on them; a preference algorithm
-(DPO) takes one step per batch of pairs.
+from the policy, scores them, and then takes `rl.updates_per_batch` optimiser steps on them; an online preference
+algorithm samples, lets the judge pick pairs and takes one DPO step on them; a preference algorithm (DPO) takes one
+step per batch of pairs from its file.
 
 Rollout randomness is a function of (seed, step) and held-out sampling of `eval.seed`, so a resumed run samples
-exactly what an uninterrupted one would, and every evaluation sees the same held-out draws."""
+exactly what an uninterrupted one would, and every evaluation sees the same held-out draws: a sampling algorithm's
+evaluation is also a match against the reference (`val/win_rate`) and against every earlier evaluation (`val/elo`,
+`elo.json`; see `lmlab.rl.competition`)."""
 
 from __future__ import annotations
 
@@ -20,17 +23,21 @@ from torchmetrics import MeanMetric
 
 from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
 from lmlab.models import Backbone
-from lmlab.rl.algorithms import PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
-from lmlab.rl.kl import kl_per_token
+from lmlab.rl.algorithms import OnlinePreferenceAlgorithm, PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
+from lmlab.rl.competition import elo_ratings, judge
+from lmlab.rl.kl import adapted_kl_coef, kl_per_token
 from lmlab.rl.preferences import PreferencePair
 from lmlab.rl.prompts import Prompt
 from lmlab.rl.rewards import Reward
-from lmlab.rl.rollout import Rollouts, masked_mean, pack, sample, token_scores
+from lmlab.rl.rollout import Rollouts, TokenScores, masked_mean, pack, sample, token_scores
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.optim import lightning_optimizers
 
 METRICS = ("reward", "reward_std", "kl", "entropy", "completions/mean_length", "completions/eos_frac")
 PREFERENCE_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+COMPETITION_METRICS = ("win_rate",)
+KL_METRIC = "k3"  # the reported KL (an unbiased, never-negative per-token estimate), whatever the penalty uses
+ELO_FILE = "elo.json"
 
 
 class RLModule(pl.LightningModule):
@@ -55,9 +62,15 @@ class RLModule(pl.LightningModule):
         self.optim_cfg, self.max_steps, self.clip, self.seed = optim_cfg, max_steps, clip, seed
         self.eval_cfg, self.completions_dir = eval_cfg, completions_dir
         self.end_id, self.pad_id = tokenizer.token_id(SEP), tokenizer.token_id(PAD)
-        self.metric_names = PREFERENCE_METRICS if isinstance(algorithm, PreferenceAlgorithm) else METRICS
+        offline = isinstance(algorithm, PreferenceAlgorithm)
+        self.metric_names = PREFERENCE_METRICS if offline else METRICS + COMPETITION_METRICS
         self.val_metrics = torch.nn.ModuleDict({name.replace("/", "__"): MeanMetric() for name in self.metric_names})
         self.val_rows: list[dict] = []
+        self.val_scores: list[torch.Tensor] = []  # this evaluation's held-out rewards, in match order
+        self.reference_scores: dict[int, torch.Tensor] = {}  # the reference's, per held-out batch (fixed draws)
+        self.evaluations: dict[int, torch.Tensor] = {}  # step -> that checkpoint's held-out rewards (checkpointed)
+        # The KL penalty's weight, which rl.kl_target moves (checkpointed); online DPO's beta plays its part there.
+        self.kl_coef = float(algorithm.cfg.kl_coef) if isinstance(algorithm, RewardAlgorithm) else 0.0
 
     def train(self, mode: bool = True) -> RLModule:
         super().train(mode)
@@ -67,27 +80,33 @@ class RLModule(pl.LightningModule):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return batch  # prompts are text; rollouts are made on the device
 
-    def rollouts(self, prompts: list[Prompt], group: int, seed: list[int]) -> tuple[Rollouts, torch.Tensor, list[str]]:
-        """`group` completions per prompt, their texts and their (prompts, group) rewards."""
+    def rollouts(
+        self, prompts: list[Prompt], group: int, seed: list[int], model: Backbone | None = None
+    ) -> tuple[Rollouts, torch.Tensor, list[str]]:
+        """`group` completions per prompt from the policy (or `model`), their texts and (prompts, group) rewards."""
         generator = torch.Generator(device=self.device).manual_seed(_seed(seed))
         ids = [self.tokenizer.tokenizer.encode(p.text, add_special_tokens=False).ids for p in prompts]
         cfg = self.algorithm.cfg
-        out = sample(self.policy, ids, group, cfg.max_new_tokens, cfg.temperature, self.end_id, self.pad_id, generator)
+        model = self.policy if model is None else model
+        out = sample(model, ids, group, cfg.max_new_tokens, cfg.temperature, self.end_id, self.pad_id, generator)
         texts = self.tokenizer.tokenizer.decode_batch(out.completions())
         assert self.reward is not None
         scored = self.reward.score([p for p in prompts for _ in range(group)], texts)
         return out, torch.tensor(scored, device=self.device).view(len(prompts), group), texts
 
-    def measured(self, out: Rollouts, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The TRL-named metrics of a batch of rollouts under the current policy."""
-        with torch.no_grad():
-            now, ref = token_scores(self.policy, out), token_scores(self.reference, out)
-        kl = kl_per_token(now.logprobs, ref.logprobs, self.algorithm.cfg.kl_estimator)
+    @torch.no_grad()
+    def scored(self, out: Rollouts) -> tuple[TokenScores, TokenScores]:
+        """The policy's and the reference's scores of the rollouts' completion tokens (no gradient)."""
+        return token_scores(self.policy, out), token_scores(self.reference, out)
+
+    def measured(self, out: Rollouts, rewards: torch.Tensor, now: TokenScores, ref: TokenScores) -> dict:
+        """The TRL-named metrics of a batch of rollouts, from the policy's and the reference's scores of them."""
+        kl = kl_per_token(now.logprobs.detach(), ref.logprobs, KL_METRIC)
         return {
             "reward": rewards.mean(),
             "reward_std": rewards.std() if rewards.numel() > 1 else rewards.new_zeros(()),
             "kl": masked_mean(kl, out.targets),
-            "entropy": masked_mean(now.entropy, out.targets),
+            "entropy": masked_mean(now.entropy.detach(), out.targets),
             "completions/mean_length": out.lengths().float().mean(),
             "completions/eos_frac": out.ended.float().mean(),
         }
@@ -120,48 +139,75 @@ class RLModule(pl.LightningModule):
         self.policy.eval()  # sampling and scoring see the policy the loss differentiates (no dropout noise)
         if isinstance(self.algorithm, PreferenceAlgorithm):
             self.preference_step(batch)
+        elif isinstance(self.algorithm, OnlinePreferenceAlgorithm):
+            self.online_preference_step(batch)
         else:
             self.reward_step(batch)
 
     def preference_step(self, pairs: list[PreferencePair]) -> None:
         assert isinstance(self.algorithm, PreferenceAlgorithm)
-        optimizer, schedule = self.optimizers(), self.lr_schedulers()
-        optimizer.zero_grad()  # type: ignore[union-attr]
         chosen, rejected = self.implicit_rewards(pairs)
         loss = self.algorithm.loss(chosen, rejected)
+        self.update(loss)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        self.log_dict({f"train/{k}": v for k, v in self.preference_metrics(chosen, rejected, loss).items()})
+
+    def online_preference_step(self, prompts: list[Prompt]) -> None:
+        """Sample a group per prompt, let the judge pick each group's best and worst completion, one DPO step on the
+        decided pairs (a group whose rewards all tie gives none; with none, the step's gradient is zero)."""
+        assert isinstance(self.algorithm, OnlinePreferenceAlgorithm)
+        group = self.algorithm.cfg.group
+        out, rewards, _ = self.rollouts(prompts, group, [self.seed, self.global_step])
+        decided = rewards.max(1).values > rewards.min(1).values
+        rows = torch.arange(len(prompts), device=self.device) * group
+        chosen_rows, rejected_rows = (rows + rewards.argmax(1))[decided], (rows + rewards.argmin(1))[decided]
+        with torch.no_grad():
+            ref = token_scores(self.reference, out)
+        now = token_scores(self.policy, out)
+        implicit = self.algorithm.cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
+        chosen, rejected = implicit[chosen_rows], implicit[rejected_rows]
+        loss = self.algorithm.loss(chosen, rejected) if bool(decided.any()) else implicit.sum() * 0
+        self.update(loss)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        metrics = self.measured(out, rewards, now, ref)
+        metrics["pairs/decided_frac"] = decided.float().mean()
+        if bool(decided.any()):
+            metrics.update(self.preference_metrics(chosen, rejected, loss))
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss`'s gradient, clipped to `clip` (the caller steps the schedule)."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()  # type: ignore[union-attr]
         self.manual_backward(loss)
         if self.clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
         optimizer.step()  # type: ignore[union-attr]
-        schedule.step()  # type: ignore[union-attr]
-        self.log_dict({f"train/{k}": v for k, v in self.preference_metrics(chosen, rejected, loss).items()})
 
     def reward_step(self, prompts: list[Prompt]) -> None:
         assert isinstance(self.algorithm, RewardAlgorithm)
         cfg = self.algorithm.cfg
-        optimizer, schedule = self.optimizers(), self.lr_schedulers()
         out, rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step])
         mask = out.targets
-        with torch.no_grad():
-            old, ref = token_scores(self.policy, out), token_scores(self.reference, out)
+        old, ref = self.scored(out)
         shaped = rewards
         if cfg.kl_estimator == "k1":  # k1 has no useful gradient: it is a reward penalty (see lmlab.rl.kl)
             penalty = (kl_per_token(old.logprobs, ref.logprobs, "k1") * mask).sum(1).view_as(rewards)
-            shaped = rewards - cfg.kl_coef * penalty
+            shaped = rewards - self.kl_coef * penalty
         advantages = self.algorithm.advantages(shaped)
         for _ in range(cfg.updates_per_batch):
-            optimizer.zero_grad()  # type: ignore[union-attr]
             now = token_scores(self.policy, out)
             loss = self.algorithm.policy_loss(now.logprobs, old.logprobs, advantages, mask)
             if cfg.kl_estimator == "k3":
-                loss = loss + cfg.kl_coef * masked_mean(kl_per_token(now.logprobs, ref.logprobs, "k3"), mask)
-            self.manual_backward(loss)
-            if self.clip > 0:
-                self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
-            optimizer.step()  # type: ignore[union-attr]
-        schedule.step()  # type: ignore[union-attr]
-        metrics = self.measured(out, rewards)
-        metrics["kl"] = masked_mean(kl_per_token(old.logprobs, ref.logprobs, cfg.kl_estimator), mask)
+                loss = loss + self.kl_coef * masked_mean(kl_per_token(now.logprobs, ref.logprobs, "k3"), mask)
+            self.update(loss)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        metrics = self.measured(out, rewards, old, ref)
+        metrics["kl_coef"] = torch.tensor(self.kl_coef)
+        if cfg.kl_target is not None:
+            self.kl_coef = adapted_kl_coef(
+                self.kl_coef, float(metrics["kl"]), cfg.kl_target, mask.shape[0], cfg.kl_horizon
+            )
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
         self.log("train/loss", loss.detach())
 
@@ -173,9 +219,14 @@ class RLModule(pl.LightningModule):
                 self._val_metric(name).update(value)
             return
         prompts: list[Prompt] = batch
-        out, rewards, texts = self.rollouts(prompts, self.eval_cfg.samples, [self.eval_cfg.seed, batch_idx])
-        for name, value in self.measured(out, rewards).items():
+        seed = [self.eval_cfg.seed, batch_idx]
+        out, rewards, texts = self.rollouts(prompts, self.eval_cfg.samples, seed)
+        if batch_idx not in self.reference_scores:  # the same draws from the reference: its side of each match
+            self.reference_scores[batch_idx] = self.rollouts(prompts, self.eval_cfg.samples, seed, self.reference)[1]
+        for name, value in self.measured(out, rewards, *self.scored(out)).items():
             self._val_metric(name).update(value)
+        self._val_metric("win_rate").update(judge(rewards, self.reference_scores[batch_idx]))
+        self.val_scores.append(rewards.flatten())
         samples = self.eval_cfg.samples
         for i, prompt in enumerate(prompts):
             if len(self.val_rows) < self.eval_cfg.table_rows:
@@ -185,14 +236,43 @@ class RLModule(pl.LightningModule):
                 )
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict({f"val/{name}": self._val_metric(name).compute() for name in self.metric_names}, prog_bar=True)
+        metrics = {f"val/{name}": self._val_metric(name).compute() for name in self.metric_names}
         for name in self.metric_names:
             self._val_metric(name).reset()
+        if self.val_scores and not self.trainer.sanity_checking:
+            scores = cast(torch.Tensor, self.all_gather(torch.cat(self.val_scores))).flatten().cpu()
+            self.evaluations[self.global_step] = scores
+            steps = sorted(self.evaluations)
+            ratings = elo_ratings([self.evaluations[s] for s in steps])
+            metrics["val/elo"] = torch.tensor(ratings[-1])
+            self._write_elo_table(steps, ratings)
+        self.val_scores = []
+        self.log_dict(metrics, prog_bar=True)
         if self.completions_dir is not None and self.val_rows and not self.trainer.sanity_checking:
             self.completions_dir.mkdir(parents=True, exist_ok=True)
             path = self.completions_dir / f"step{self.global_step}.jsonl"
             path.write_text("".join(json.dumps(row) + "\n" for row in self.val_rows))
         self.val_rows = []
+
+    def _write_elo_table(self, steps: list[int], ratings: list[float]) -> None:
+        """Every evaluated checkpoint's Elo and win rate against the first (the reference), as of this evaluation."""
+        if self.completions_dir is None:
+            return
+        first = self.evaluations[steps[0]]
+        rows = [
+            {"step": s, "elo": round(r, 1), "win_rate_vs_reference": float(judge(self.evaluations[s], first).mean())}
+            for s, r in zip(steps, ratings, strict=True)
+        ]
+        self.completions_dir.mkdir(parents=True, exist_ok=True)
+        (self.completions_dir / ELO_FILE).write_text(json.dumps(rows, indent=1) + "\n")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rl_evaluations"] = dict(self.evaluations)
+        checkpoint["rl_kl_coef"] = self.kl_coef
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.evaluations = dict(checkpoint.get("rl_evaluations", {}))
+        self.kl_coef = float(checkpoint.get("rl_kl_coef", self.kl_coef))
 
     def _val_metric(self, name: str) -> MeanMetric:
         return cast(MeanMetric, self.val_metrics[name.replace("/", "__")])

@@ -1,4 +1,5 @@
-"""Reward-based RL algorithms, one module each: how a group's rewards become advantages, and the policy loss."""
+"""RL algorithms, one module each (the kinds are in `base`): reward algorithms say how a group's rewards become
+advantages; preference algorithms learn from pairs, from a file or judged online."""
 
 from __future__ import annotations
 
@@ -6,9 +7,23 @@ import importlib
 import pkgutil
 
 from lmlab.errors import InputError
-from lmlab.rl.algorithms.base import PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
+from lmlab.rl.algorithms.base import (
+    OnlinePreferenceAlgorithm,
+    PreferenceAlgorithm,
+    RewardAlgorithm,
+    RLAlgorithm,
+    SamplingAlgorithm,
+)
 
-__all__ = ["PreferenceAlgorithm", "RLAlgorithm", "RewardAlgorithm", "algorithm_class", "available_algorithms"]
+__all__ = [
+    "OnlinePreferenceAlgorithm",
+    "PreferenceAlgorithm",
+    "RLAlgorithm",
+    "RewardAlgorithm",
+    "SamplingAlgorithm",
+    "algorithm_class",
+    "available_algorithms",
+]
 
 _NOT_ALGORITHMS = {"base"}
 

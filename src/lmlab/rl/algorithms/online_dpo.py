@@ -1,0 +1,22 @@
+"""Online DPO (Guo et al., 2024, "Direct language model alignment from online AI feedback"): each step samples
+`rl.group` completions of every prompt from the current policy, the judge (the reward as a pairwise judge: the
+higher-scored completion wins) picks the best and the worst, and the DPO loss (`rl.loss`, `rl.beta`) learns from
+those pairs. A prompt whose completions all score the same gives no pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmlab.rl.algorithms.base import OnlinePreferenceAlgorithm, OnlinePreferenceConfig
+
+
+@dataclass
+class OnlineDPOConfig(OnlinePreferenceConfig):
+    name: str = "online_dpo"
+
+
+class OnlineDPO(OnlinePreferenceAlgorithm):
+    Config = OnlineDPOConfig
+
+
+ALGORITHM = OnlineDPO
