@@ -13,8 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
+from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.generation import Stepper
 from lmlab.models import Backbone, ModelConfig
 from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.competition import ELO_ANCHOR, elo_ratings, judge, win_rate
@@ -52,13 +53,20 @@ def make_reward(name: str, context: RewardContext | None = None, **settings):
     return cls(cls.parse_config({"name": name, **settings}), context)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def rollouts(tokenizer: TrainedTokenizer) -> tuple[Backbone, Rollouts]:
-    backbone = tiny_decoder(tokenizer.vocab_size)
+LAYOUTS = ("decoder", "prefix_lm", "encoder_decoder")
+
+
+def sample_rollouts(tokenizer: TrainedTokenizer, layout: str, seed: int = 0) -> tuple[Backbone, Rollouts]:
+    backbone = tiny_decoder(tokenizer.vocab_size, layout=layout)
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
-    generator = torch.Generator().manual_seed(0)
-    out = sample(backbone, prompts, 3, 6, 1.0, tokenizer.token_id(SEP), tokenizer.token_id(PAD), generator)
-    return backbone, out
+    generator = torch.Generator().manual_seed(seed)
+    end, pad, start = tokenizer.token_id(SEP), tokenizer.token_id(PAD), tokenizer.token_id(CLS)
+    return backbone, sample(backbone, prompts, 3, 6, 1.0, end, pad, generator, start)
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def rollouts(request, tokenizer: TrainedTokenizer) -> tuple[Backbone, Rollouts]:
+    return sample_rollouts(tokenizer, request.param)
 
 
 # --- rollouts and scores -----------------------------------------------------------------------------------------
@@ -80,26 +88,45 @@ def test_padded_log_probs_equal_each_row_scored_alone(rollouts):
     for i in range(out.ids.shape[0]):
         n = int(out.padding_mask[i].sum())
         alone = Rollouts(
-            out.ids[i : i + 1, :n], out.padding_mask[i : i + 1, :n], out.completion_mask[i : i + 1, :n], out.ended, 1
+            out.ids[i : i + 1, :n],
+            out.padding_mask[i : i + 1, :n],
+            out.completion_mask[i : i + 1, :n],
+            out.ended[i : i + 1],
+            1,
+            out.prompt_lengths[i : i + 1],
         )
         single = token_scores(backbone, alone)
         torch.testing.assert_close(batch.logprobs[i, : n - 1], single.logprobs[0], atol=1e-5, rtol=1e-5)
         assert bool((batch.logprobs[i, n - 1 :] == 0).all())
 
 
+def test_scored_log_probs_are_those_the_sampler_drew_from(rollouts, tokenizer):
+    """Each completion token's score equals its log-probability when generation drew it, step by step with the
+    layout's own decoding (KV cache, prefix recomputation, encoder memory): sampling and scoring see one policy."""
+    backbone, out = rollouts
+    batch = token_scores(backbone, out)
+    for i in range(out.ids.shape[0]):
+        prompt_len, row = int(out.prompt_lengths[i]), out.ids[i][out.padding_mask[i]]
+        completion = out.ids[i][out.completion_mask[i]]
+        step = Stepper(backbone, row[None, :prompt_len])
+        ids = row[None, : prompt_len + (1 if backbone.cfg.layout == "encoder_decoder" else 0)]
+        if backbone.cfg.layout == "encoder_decoder":
+            ids = ids[:, prompt_len:]  # the decoder starts from its start token
+        logits, drawn = step(ids), []
+        for token in completion.tolist():
+            drawn.append(torch.log_softmax(logits[0], -1)[token])
+            ids = torch.cat([ids, torch.tensor([[token]])], 1)
+            logits = step(torch.tensor([[token]]), ids)
+        scored = batch.logprobs[i][out.targets[i]]
+        torch.testing.assert_close(scored, torch.stack(drawn), atol=1e-5, rtol=1e-5)
+
+
 def test_sampling_is_a_function_of_the_generator_seed(tokenizer, rollouts):
     backbone, out = rollouts
-    again = sample(
-        backbone,
-        [[5, 6, 7], [8, 9], [10, 11, 12, 13]],
-        3,
-        6,
-        1.0,
-        tokenizer.token_id(SEP),
-        tokenizer.token_id(PAD),
-        torch.Generator().manual_seed(0),
+    again = sample_rollouts(tokenizer, backbone.cfg.layout)[1]
+    assert torch.equal(again.ids, out.ids) and not torch.equal(
+        sample_rollouts(tokenizer, backbone.cfg.layout, 1)[1].ids, out.ids
     )
-    assert torch.equal(again.ids, out.ids)
 
 
 def test_a_completion_stops_at_the_end_token_which_it_keeps():
@@ -267,6 +294,31 @@ def test_an_rl_run_is_tracked_with_its_completions_and_exported_as_a_causal_lm(p
     )
 
 
+@pytest.mark.parametrize(
+    ("layout", "objective", "rl_name"),
+    [("prefix_lm", "prefix_lm", "grpo"), ("encoder_decoder", "span", "online_dpo"), ("encoder_decoder", "ul2", "dpo")],
+)
+def test_prefix_lm_and_encoder_decoder_policies_train_and_export_as_runs_of_their_objective(
+    project, tmp_path, tokenizer, pairs_file, layout, objective, rl_name
+):
+    backbone = tiny_decoder(tokenizer.vocab_size, layout=layout)
+    metadata = {"objective": json.dumps({"name": objective}), "global_step": "0", "run_id": ""}
+    policy = write_export(
+        tmp_path / "policy", torch.nn.ModuleDict({"backbone": backbone}), backbone.cfg, tokenizer, metadata, {}
+    )
+    extra = (
+        [f"preferences={pairs_file}", "prompts.eval_fraction=0.1"]
+        if rl_name == "dpo"
+        else ["reward=length", "reward.target=2"]
+    )
+    metrics = rl(compose_rl(policy, f"rl={rl_name}", *extra), project / "run")
+    _, [run] = _runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.policy_objective"] == objective
+    assert math.isfinite(metrics["lm/loss"]) and math.isfinite(metrics["lm/loss_reference"])
+    exported = load_export(str(project / "run"))
+    assert exported.objective_name == objective and exported.model_cfg.layout == layout and exported.global_step == 4
+
+
 def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_export):
     exported = load_export(str(policy_export))
     conf = compose_rl(policy_export)
@@ -282,6 +334,7 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
         0,
         conf.eval,
         None,
+        "clm",
     )
     module.eval()  # as training_step and validation see the policy (no dropout)
     prompts = read_prompts(PromptConfig())[:2]
@@ -308,7 +361,7 @@ def test_an_encoder_policy_and_a_too_long_generation_are_refused_before_anything
         tmp_path / "mlm", torch.nn.ModuleDict({"backbone": encoder}), encoder.cfg, tokenizer, metadata, {}
     )
     with pytest.raises(
-        InputError, match="is a encoder run \\(mlm\\); RL fine-tuning samples completions from a decoder"
+        InputError, match=r"is an encoder run \(mlm\), which predicts masked tokens; RL fine-tuning samples completions"
     ):
         rl(compose_rl(mlm), project / "run")
     policy = write_export(
@@ -319,7 +372,7 @@ def test_an_encoder_policy_and_a_too_long_generation_are_refused_before_anything
         {**metadata, "objective": json.dumps({"name": "clm"})},
         {},
     )
-    with pytest.raises(InputError, match="rl.max_new_tokens=60 exceeds the policy's model.max_positions=64"):
+    with pytest.raises(InputError, match=r"\+ rl.max_new_tokens=60 = \d+ positions exceeds the policy's model.max_pos"):
         rl(compose_rl(policy, "rl.max_new_tokens=60"), project / "run")
     assert not (project / "run").exists() and not (project / "mlflow.db").exists()
 

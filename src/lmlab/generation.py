@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ def generate(
             f"{backbone.cfg.layout} (an {backbone.cfg.layout} predicts masked tokens, not next tokens)"
         )
     _check_length(backbone.cfg.layout, prompt.shape[1], cfg.max_new_tokens, backbone.cfg.max_positions)
-    step = _Stepper(backbone, prompt)
+    step = Stepper(backbone, prompt)
     if step.memory is not None:
         if start_id is None:
             raise InputError("an encoder-decoder needs start_id, the decoder's first token")
@@ -132,7 +133,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-class _Stepper:
+class Stepper:
     """Next-token logits (B, V) after feeding new tokens. Owns the KV cache (decoder, encoder-decoder), the encoded
     prompt (encoder-decoder) or the prefix length (prefix-LM)."""
 
@@ -162,7 +163,7 @@ class _Stepper:
             self.memory = self.memory[rows]
 
 
-def _beam_search(step: _Stepper, prompt: torch.Tensor, cfg: GenerationConfig, stop_id: int | None) -> torch.Tensor:
+def _beam_search(step: Stepper, prompt: torch.Tensor, cfg: GenerationConfig, stop_id: int | None) -> torch.Tensor:
     """Keep the `num_beams` highest log-probability continuations; finished ones compete by mean log-prob."""
     beams, scores = prompt, torch.zeros(1)
     logits = step(prompt)
@@ -186,6 +187,16 @@ def _beam_search(step: _Stepper, prompt: torch.Tensor, cfg: GenerationConfig, st
     return max(finished, key=lambda item: item[0])[1][None]
 
 
+def model_input(ids: list[int], tok: Tokenizer, layout: str, objective: str) -> list[int]:
+    """What a model reads for a prompt's tokens: decoders and prefix-LMs continue them as they are; an
+    encoder-decoder encodes them closed by [SEP] (after UL2's [S2S] mode token for ul2 runs) and writes its output
+    from the decoder's start token, [CLS]."""
+    if layout != "encoder_decoder":
+        return ids
+    mode = [tok.token_to_id(S2S)] if objective == "ul2" else []
+    return cast(list[int], [*mode, *ids, tok.token_to_id(SEP)])
+
+
 def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) -> str:
     """The prompt's continuation as text. An encoder-decoder reads the prompt (after UL2's [S2S] mode token for
     ul2 runs) and writes its output from scratch: a continuation (ul2), the reconstruction (denoise) or the spans
@@ -197,7 +208,7 @@ def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) 
     stop_id = tok.token_to_id(SEP) if cfg.stop_at_sep else None
     generator = torch.Generator().manual_seed(seed)
     if run.backbone.cfg.layout == "encoder_decoder":
-        source = ([tok.token_to_id(S2S)] if run.objective == "ul2" else []) + ids + [tok.token_to_id(SEP)]
+        source = model_input(ids, tok, run.backbone.cfg.layout, run.objective)
         out = generate(run.backbone, torch.tensor([source]), cfg, stop_id, generator, start_id=tok.token_to_id(CLS))
         new = out[0, 1:].tolist()
         # Keep sentinels visible: they say which gap a span fills.

@@ -21,7 +21,8 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics import MeanMetric
 
-from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
+from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
+from lmlab.generation import model_input
 from lmlab.models import Backbone
 from lmlab.rl.algorithms import OnlinePreferenceAlgorithm, PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
 from lmlab.rl.competition import elo_ratings, judge
@@ -53,7 +54,9 @@ class RLModule(pl.LightningModule):
         seed: int,
         eval_cfg: Any,
         completions_dir: Path | None,
+        objective: str,
     ) -> None:
+        """`objective`: the policy's pretraining objective, which says how it reads a prompt (UL2's mode token)."""
         super().__init__()
         self.automatic_optimization = False
         self.policy = policy
@@ -62,6 +65,8 @@ class RLModule(pl.LightningModule):
         self.optim_cfg, self.max_steps, self.clip, self.seed = optim_cfg, max_steps, clip, seed
         self.eval_cfg, self.completions_dir = eval_cfg, completions_dir
         self.end_id, self.pad_id = tokenizer.token_id(SEP), tokenizer.token_id(PAD)
+        self.layout, self.objective = policy.cfg.layout, objective
+        self.start_id = tokenizer.token_id(CLS) if self.layout == "encoder_decoder" else None
         offline = isinstance(algorithm, PreferenceAlgorithm)
         self.metric_names = PREFERENCE_METRICS if offline else METRICS + COMPETITION_METRICS
         self.val_metrics = torch.nn.ModuleDict({name.replace("/", "__"): MeanMetric() for name in self.metric_names})
@@ -85,14 +90,24 @@ class RLModule(pl.LightningModule):
     ) -> tuple[Rollouts, torch.Tensor, list[str]]:
         """`group` completions per prompt from the policy (or `model`), their texts and (prompts, group) rewards."""
         generator = torch.Generator(device=self.device).manual_seed(_seed(seed))
-        ids = [self.tokenizer.tokenizer.encode(p.text, add_special_tokens=False).ids for p in prompts]
+        ids = self.encode([p.text for p in prompts])
         cfg = self.algorithm.cfg
         model = self.policy if model is None else model
-        out = sample(model, ids, group, cfg.max_new_tokens, cfg.temperature, self.end_id, self.pad_id, generator)
+        out = sample(
+            model, ids, group, cfg.max_new_tokens, cfg.temperature, self.end_id, self.pad_id, generator, self.start_id
+        )
         texts = self.tokenizer.tokenizer.decode_batch(out.completions())
         assert self.reward is not None
         scored = self.reward.score([p for p in prompts for _ in range(group)], texts)
         return out, torch.tensor(scored, device=self.device).view(len(prompts), group), texts
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        """The token ids the policy reads for each prompt (see `lmlab.generation.model_input`)."""
+        tok = self.tokenizer.tokenizer
+        return [
+            model_input(e.ids, tok, self.layout, self.objective)
+            for e in tok.encode_batch(prompts, add_special_tokens=False)
+        ]
 
     @torch.no_grad()
     def scored(self, out: Rollouts) -> tuple[TokenScores, TokenScores]:
@@ -114,12 +129,12 @@ class RLModule(pl.LightningModule):
     def implicit_rewards(self, pairs: list[PreferencePair]) -> tuple[torch.Tensor, torch.Tensor]:
         """beta x (log policy - log reference) of each pair's chosen and rejected completion (whole sequences)."""
         encode = self.tokenizer.tokenizer.encode_batch
-        prompts = encode([p.prompt for p in pairs], add_special_tokens=False)
+        prompts = self.encode([p.prompt for p in pairs])
         rows = []
         for side in ("chosen", "rejected"):
             completions = encode([getattr(p, side) for p in pairs], add_special_tokens=False)
-            rows += [(p.ids, [*c.ids, self.end_id], True) for p, c in zip(prompts, completions, strict=True)]
-        out = pack(rows, 1, self.pad_id, self.device)
+            rows += [(p, [*c.ids, self.end_id], True) for p, c in zip(prompts, completions, strict=True)]
+        out = pack(rows, 1, self.pad_id, self.device, self.start_id)
         with torch.no_grad():
             ref = token_scores(self.reference, out).logprobs.sum(1)
         ratio = token_scores(self.policy, out).logprobs.sum(1) - ref

@@ -1,5 +1,9 @@
-"""Rollouts: `group` sampled completions of each prompt from a decoder, with a KV cache, as one right-padded batch
-of prompt + completion rows, and the per-token log-probabilities of those completions in one padded forward.
+"""Rollouts: `group` sampled completions of each prompt from a policy, as one right-padded batch of prompt +
+completion rows, and the per-token log-probabilities of those completions in one padded forward.
+
+Each layout samples as `lmlab.generation` decodes: a decoder with a KV cache, a prefix-LM reading the prompt as its
+bidirectional prefix, an encoder-decoder encoding the prompt and writing the completion from its decoder's start
+token (which its rows hold between prompt and completion). Scoring gives each layout the same view of a row.
 
 Sampling is plain temperature sampling: truncating the distribution (top-k, top-p) would make the sampled tokens'
 log-probabilities, and so the KL estimate to the reference, those of a different policy. Rows that reached the end
@@ -13,16 +17,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmlab.generation import Stepper
 from lmlab.models import Backbone
 
 
 @dataclass
 class Rollouts:
-    ids: torch.Tensor  # (N, L) prompt + completion tokens, right-padded; N = prompts x group
+    ids: torch.Tensor  # (N, L) prompt (+ start token) + completion tokens, right-padded; N = prompts x group
     padding_mask: torch.Tensor  # (N, L) real tokens
     completion_mask: torch.Tensor  # (N, L) the completion's tokens
     ended: torch.Tensor  # (N,) the completion ends with the end token
     group: int
+    prompt_lengths: torch.Tensor  # (N,) the prompt's tokens at the start of each row
 
     @property
     def targets(self) -> torch.Tensor:
@@ -51,14 +57,20 @@ def sample(
     end_id: int,
     pad_id: int,
     generator: torch.Generator,
+    start_id: int | None = None,
 ) -> Rollouts:
-    """`group` completions of at most `max_new_tokens` tokens for each prompt (prompt-major rows)."""
+    """`group` completions of at most `max_new_tokens` tokens for each prompt (prompt-major rows); an
+    encoder-decoder's decoder starts from `start_id`."""
     device = backbone.token_embedding.weight.device
+    encoder_decoder = backbone.cfg.layout == "encoder_decoder"
+    if encoder_decoder and start_id is None:
+        raise ValueError("an encoder-decoder policy needs start_id, its decoder's first token")
     rows: list[tuple[list[int], list[int], bool]] = []
     for prompt in prompts:
-        cache = backbone.new_cache()
         x = torch.tensor([prompt] * group, device=device)
-        logits = backbone.output_projection(backbone(x, cache=cache)[:, -1]).float()
+        step = Stepper(backbone, x)
+        ids = torch.full((group, 1), start_id, device=device) if encoder_decoder else x  # type: ignore[arg-type]
+        logits = step(ids)
         alive = torch.ones(group, dtype=torch.bool, device=device)
         new: list[torch.Tensor] = []
         for _ in range(max_new_tokens):
@@ -69,27 +81,45 @@ def sample(
             alive = alive & (token != end_id)
             if not alive.any():
                 break
-            logits = backbone.output_projection(backbone(token[:, None], cache=cache)[:, -1]).float()
+            ids = torch.cat([ids, token[:, None]], 1)
+            logits = step(token[:, None], ids)
         tokens = torch.stack(new, 1).tolist()
         for row in tokens:
             stopped = end_id in row
             rows.append((prompt, row[: row.index(end_id) + 1] if stopped else row, stopped))
-    return pack(rows, group, pad_id, device)
+    return pack(rows, group, pad_id, device, start_id if encoder_decoder else None)
 
 
-def pack(rows: list[tuple[list[int], list[int], bool]], group: int, pad_id: int, device: torch.device) -> Rollouts:
-    """(prompt, completion, ended) token rows as one right-padded batch."""
-    width = max(len(p) + len(c) for p, c, _ in rows)
+def pack(
+    rows: list[tuple[list[int], list[int], bool]],
+    group: int,
+    pad_id: int,
+    device: torch.device,
+    start_id: int | None = None,
+) -> Rollouts:
+    """(prompt, completion, ended) token rows as one right-padded batch; with `start_id` (an encoder-decoder's
+    decoder start token) between prompt and completion."""
+    start = [] if start_id is None else [start_id]
+    width = max(len(p) + len(start) + len(c) for p, c, _ in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     completion_mask = torch.zeros(len(rows), width, dtype=torch.bool)
     lengths = torch.empty(len(rows), dtype=torch.long)
     for i, (prompt, completion, _) in enumerate(rows):
-        ids[i, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
-        completion_mask[i, len(prompt) : len(prompt) + len(completion)] = True
-        lengths[i] = len(prompt) + len(completion)
+        row = prompt + start + completion
+        ids[i, : len(row)] = torch.tensor(row)
+        completion_mask[i, len(row) - len(completion) : len(row)] = True
+        lengths[i] = len(row)
     padding_mask = torch.arange(width)[None, :] < lengths[:, None]
     ended = torch.tensor([e for _, _, e in rows])
-    return Rollouts(ids.to(device), padding_mask.to(device), completion_mask.to(device), ended.to(device), group)
+    prompt_lengths = torch.tensor([len(p) for p, _, _ in rows])
+    return Rollouts(
+        ids.to(device),
+        padding_mask.to(device),
+        completion_mask.to(device),
+        ended.to(device),
+        group,
+        prompt_lengths.to(device),
+    )
 
 
 @dataclass
@@ -100,14 +130,43 @@ class TokenScores:
 
 def token_scores(backbone: Backbone, rollouts: Rollouts) -> TokenScores:
     """Log-probabilities of every completion token under `backbone`, in one padded forward (padding is never
-    attended to and never scored)."""
-    hidden = backbone(rollouts.ids, rollouts.padding_mask)
-    logits = backbone.output_projection(hidden[:, :-1]).float()
-    logp_all = F.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, rollouts.ids[:, 1:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    attended to and never scored); position t of a row scores its token t + 1."""
+    if backbone.cfg.layout == "encoder_decoder":
+        logprobs, entropy = _encoder_decoder_scores(backbone, rollouts)
+    else:
+        prefix = rollouts.prompt_lengths if backbone.cfg.layout == "prefix_lm" else None
+        hidden = backbone(rollouts.ids, rollouts.padding_mask, prefix_lengths=prefix)
+        logprobs, entropy = _scores(backbone.output_projection(hidden[:, :-1]), rollouts.ids[:, 1:])
     mask = rollouts.targets
     return TokenScores(logprobs * mask, entropy * mask)
+
+
+def _scores(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The targets' log-probabilities and the predictive entropy at each position."""
+    logp_all = F.log_softmax(logits.float(), dim=-1)
+    return logp_all.gather(-1, targets[..., None]).squeeze(-1), -(logp_all.exp() * logp_all).sum(-1)
+
+
+def _encoder_decoder_scores(backbone: Backbone, r: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder reads each row's prompt, the decoder its start token + completion; the decoder's scores are
+    placed where a row's own positions would put them (decoder position k scores row token P + k + 1)."""
+    width = r.ids.shape[1]
+    pos = torch.arange(width, device=r.ids.device)
+    prompts = r.prompt_lengths
+    source_mask = pos[None, : int(prompts.max())] < prompts[:, None]
+    memory = backbone(r.ids[:, : source_mask.shape[1]], source_mask)
+    decoded = int((r.padding_mask.sum(1) - prompts).max())  # the start token and the longest completion
+    index = prompts[:, None] + pos[None, :decoded]
+    # Past a row's end the decoder reads padding (or a repeated last token): causal, so no real position sees it.
+    decoder_ids = r.ids.gather(1, index.clamp(max=width - 1))
+    hidden = backbone.decode(decoder_ids, memory, source_mask)
+    logprobs, entropy = _scores(backbone.output_projection(hidden[:, :-1]), decoder_ids[:, 1:])
+    inside, frame = index[:, :-1] <= width - 2, index[:, :-1].clamp(max=width - 2)
+
+    def placed(values: torch.Tensor) -> torch.Tensor:
+        return values.new_zeros(r.ids.shape[0], width - 1).scatter_add(1, frame, values * inside)
+
+    return placed(logprobs), placed(entropy)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""An RL run: the policy starts from a decoder run, a frozen copy is the reference, prompts are split into training
-and held-out ones; Lightning (checkpoints, exact resume, signals, MLflow) runs the updates, then the policy is
-exported as a causal LM (so generate.py, evaluate.py and fine-tuning use it like any run) and its LM loss on
-ordinary text is measured against the reference's."""
+"""An RL run: the policy starts from a run that writes text (decoder, prefix-LM or encoder-decoder), a frozen copy
+is the reference, prompts are split into training and held-out ones; Lightning (checkpoints, exact resume, signals,
+MLflow) runs the updates, then the policy is exported as a run of its own objective (so generate.py, evaluate.py
+and fine-tuning use it like any run) and its loss under that objective on ordinary text is measured against the
+reference's."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from lmlab.callbacks import ValidateOnLastStep
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.callbacks.rng_state import RngState
 from lmlab.errors import InputError
-from lmlab.objectives.clm import CausalLM, CLMConfig
+from lmlab.generation import GENERATIVE_LAYOUTS, model_input
+from lmlab.objectives import build_objective
 from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.config import RLConfig
@@ -87,6 +89,7 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         conf.seed,
         conf.eval,
         run_dir / "completions" if lead else None,
+        policy.objective_name,
     )
     stop = StopOnSignal(ckpt_dir / LAST)
     best, last = checkpoint_callbacks(ckpt_dir, inputs.monitor, "max")
@@ -117,7 +120,7 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not lead:
         return metrics
     metadata = {
-        "objective": json.dumps({"name": "clm"}),
+        "objective": json.dumps(policy.objective),
         "rl": algo_cfg.name,
         "global_step": str(module.global_step),
         "run_id": "" if tracked is None else tracked.run_id,
@@ -144,16 +147,17 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 
 def _lm_losses(module: RLModule, policy: ExportedRun, conf: RLConfig) -> dict[str, float]:
-    """The policy's and the reference's causal-LM loss on `data`'s validation text: what RL cost the language model."""
-    clm = CausalLM(CLMConfig(), policy.tokenizer)
+    """The policy's and the reference's loss under the policy's own pretraining objective (a causal LM's next-token
+    loss, a span run's span corruption) on `data`'s validation text: what RL cost the language model."""
+    objective = build_objective(policy.objective, policy.tokenizer)
     batches = validation_batches(
-        conf.data, policy.tokenizer, clm, Path(conf.paths.cache_dir), conf.seed, conf.eval.lm_batches
+        conf.data, policy.tokenizer, objective, Path(conf.paths.cache_dir), conf.seed, conf.eval.lm_batches
     )
-    head = clm.build_head(policy.model_cfg)
+    head = objective.build_head(policy.model_cfg)  # a generative objective's head is the backbone's projection
     device = module.device
     moved = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
     scores = {
-        name: heldout_scores(clm, backbone.eval(), head, moved)["loss"]
+        name: heldout_scores(objective, backbone.eval(), head, moved)["loss"]
         for name, backbone in (("lm/loss", module.policy), ("lm/loss_reference", module.reference))
     }
     return {**scores, "lm/loss_ratio": scores["lm/loss"] / scores["lm/loss_reference"]}
@@ -179,7 +183,7 @@ def _reward_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
     prompts = read_prompts(conf.prompts)
     reward.check_prompts(prompts)
     n = algo_cfg.max_new_tokens
-    _check_lengths([p.text for p in prompts], policy, n, f"rl.max_new_tokens={n}")
+    _check_lengths([(p.text, "") for p in prompts], policy, n, f"rl.max_new_tokens={n}")
     train, held_out = split_held_out(prompts, conf.prompts.eval_fraction, conf.prompts.split_seed)
     what = (
         f"reward {reward_cfg.name}, {len(train)} training and {len(held_out)} held-out prompts, "
@@ -192,7 +196,7 @@ def _preference_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
     algo_cfg = conf.algorithm_config()
     _refuse_unused_reward(algo_cfg.name)
     pairs = read_pairs(Path(conf.preferences).expanduser())
-    longest = {p.prompt + " " + max(p.chosen, p.rejected, key=len) for p in pairs}
+    longest = {(p.prompt, max(p.chosen, p.rejected, key=len)) for p in pairs}
     _check_lengths(sorted(longest), policy, 1, "the end token")
     train, held_out = split_held_out(pairs, conf.prompts.eval_fraction, conf.prompts.split_seed)
     what = f"{len(train)} training and {len(held_out)} held-out preference pairs from {conf.preferences}"
@@ -215,11 +219,11 @@ class _Stream(torch.utils.data.Dataset):
 
 
 def _check_policy(policy: ExportedRun, source: str) -> None:
-    if policy.model_cfg.layout != "decoder":
+    if policy.model_cfg.layout not in GENERATIVE_LAYOUTS:
         raise InputError(
-            f"policy={source} is a {policy.model_cfg.layout} run ({policy.objective_name}); RL fine-tuning samples "
-            "completions from a decoder (a causal LM run, e.g. objective=clm). Prefix-LM and encoder-decoder "
-            "policies are not supported yet"
+            f"policy={source} is an {policy.model_cfg.layout} run ({policy.objective_name}), which predicts masked "
+            f"tokens; RL fine-tuning samples completions from a run that writes text: model.layout in "
+            f"{list(GENERATIVE_LAYOUTS)} (e.g. objective=clm, prefix_lm or span)"
         )
 
 
@@ -236,17 +240,40 @@ def _refuse_unused_reward(name: str) -> None:
         )
 
 
-def _check_lengths(texts: list[str], policy: ExportedRun, extra: int, what: str) -> None:
-    """Every text (a prompt, or a prompt and its longest completion) + `extra` tokens (`what`: "rl.max_new_tokens=N"
-    or "the end token") fits the policy's positions."""
-    tok, limit = policy.tokenizer.tokenizer, policy.model_cfg.max_positions
-    lengths = {t: len(e.ids) for t, e in zip(texts, tok.encode_batch(texts, add_special_tokens=False), strict=True)}
-    empty = [text for text, n in lengths.items() if n == 0]
+def _check_lengths(rows: list[tuple[str, str]], policy: ExportedRun, extra: int, what: str) -> None:
+    """Every (prompt, completion) row (the completion empty for prompts to sample from) + `extra` tokens (`what`:
+    "rl.max_new_tokens=N" or "the end token") fits the policy's positions: one sequence for a decoder or prefix-LM;
+    for an encoder-decoder, the prompt (as its encoder reads it) and the start token + completion apart."""
+    tok, limit, layout = policy.tokenizer.tokenizer, policy.model_cfg.max_positions, policy.model_cfg.layout
+    prompts = tok.encode_batch([p for p, _ in rows], add_special_tokens=False)
+    completions = tok.encode_batch([c for _, c in rows], add_special_tokens=False)
+    empty = [text for (text, _), e in zip(rows, prompts, strict=True) if not e.ids]
     if empty:
         raise InputError(f"{len(empty)} prompt(s) are empty after tokenization, e.g. {empty[0]!r}")
-    longest = max(lengths, key=lambda text: lengths[text])
-    if lengths[longest] + extra > limit:
+    source = {
+        text: len(model_input(e.ids, tok, layout, policy.objective_name))
+        for (text, _), e in zip(rows, prompts, strict=True)
+    }
+    written = {text: len(c.ids) + extra for (text, _), c in zip(rows, completions, strict=True)}
+    if layout == "encoder_decoder":
+        longest = max(source, key=lambda text: source[text])
+        if source[longest] > limit:
+            raise InputError(
+                f"the longest prompt ({source[longest]} tokens as the encoder reads it, {longest[:60]!r}) exceeds the "
+                f"policy's model.max_positions={limit}; shorten the prompts"
+            )
+        most = max(written.values())
+        if 1 + most > limit:
+            raise InputError(
+                f"the decoder's start token + the longest completion + {what} = {1 + most} positions exceeds the "
+                f"policy's model.max_positions={limit}; generate fewer tokens (or shorten the completions)"
+            )
+        return
+    total = {text: source[text] + written[text] for text in source}
+    longest = max(total, key=lambda text: total[text])
+    if total[longest] > limit:
         raise InputError(
-            f"the longest prompt ({lengths[longest]} tokens, {longest[:60]!r}) + {what} exceeds the policy's "
-            f"model.max_positions={limit}; shorten the prompts (and completions) or generate fewer tokens"
+            f"the longest prompt ({source[longest]} tokens, {longest[:60]!r}) + its completion + {what} = "
+            f"{total[longest]} positions exceeds the policy's model.max_positions={limit}; shorten the prompts "
+            "(and completions) or generate fewer tokens"
         )
