@@ -590,3 +590,28 @@ def test_an_online_dpo_run_is_judged_against_the_reference_and_its_checkpoints_g
     assert [row["step"] for row in table] == [0, 2, 4] and table[0]["elo"] == ELO_ANCHOR
     assert table[-1]["win_rate_vs_reference"] == pytest.approx(metrics["val/win_rate"], abs=1e-6)
     assert f"completions/{ELO_FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, "completions")}
+
+
+def test_self_play_meets_the_reference_and_its_newest_snapshots_and_resumes_exactly(project, policy_export):
+    settings = ("rl=self_play", "reward=length", "reward.target=2", "rl.pool_every=1", "rl.pool_size=2")
+    rl(compose_rl(policy_export, *settings, "experiment=straight"), project / "straight")
+    rl(compose_rl(policy_export, *settings, "experiment=cut", "trainer.max_steps=2"), project / "cut")
+    rl(compose_rl(policy_export, *settings, "experiment=cut", "allow_config_change=true"), project / "cut")
+    client, runs = _runs(project)
+    by_experiment = {r.data.params["experiment"]: r for r in runs}
+
+    def series(run, name: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+
+    opponents = series(by_experiment["straight"], "train/opponent_step")
+    assert [s for s, _ in opponents] == [0, 1, 2, 3]
+    # At step s the pool holds the reference and the snapshots after updates s - 1 and s (pool_size=2).
+    assert all(o == 0 or s - 1 <= o <= s for s, o in opponents)
+    assert opponents[0][1] == 0  # nothing pooled yet: the reference
+    # The pool comes back with the checkpoint: the resumed run draws and meets the same opponents.
+    for name in ("train/opponent_step", "train/win_rate_vs_opponent", "train/reward", "train/pairs/decided_frac"):
+        straight, resumed = series(by_experiment["straight"], name), series(by_experiment["cut"], name)
+        assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
+        assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
+    with pytest.raises(InputError, match="rl.pool_every must be >= 1"):
+        algorithm("self_play", pool_every=0)

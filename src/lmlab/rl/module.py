@@ -24,13 +24,19 @@ from torchmetrics import MeanMetric
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.generation import model_input
 from lmlab.models import Backbone
-from lmlab.rl.algorithms import OnlinePreferenceAlgorithm, PreferenceAlgorithm, RewardAlgorithm, RLAlgorithm
+from lmlab.rl.algorithms import (
+    OnlinePreferenceAlgorithm,
+    PreferenceAlgorithm,
+    RewardAlgorithm,
+    RLAlgorithm,
+    SelfPlayAlgorithm,
+)
 from lmlab.rl.competition import elo_ratings, judge
 from lmlab.rl.kl import adapted_kl_coef, kl_per_token
 from lmlab.rl.preferences import PreferencePair
 from lmlab.rl.prompts import Prompt
 from lmlab.rl.rewards import Reward
-from lmlab.rl.rollout import Rollouts, TokenScores, masked_mean, pack, sample, token_scores
+from lmlab.rl.rollout import Rollouts, TokenScores, concat, masked_mean, pack, sample, token_scores
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.optim import lightning_optimizers
 
@@ -61,6 +67,11 @@ class RLModule(pl.LightningModule):
         self.automatic_optimization = False
         self.policy = policy
         self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
+        # Self-play: the opponent's weights are loaded from the pool of snapshots (step -> state dict, checkpointed).
+        self_play = isinstance(algorithm, SelfPlayAlgorithm)
+        self.opponent = copy.deepcopy(self.reference) if self_play else None
+        self.pool: dict[int, dict[str, torch.Tensor]] = {}
+        self.opponent_step: int | None = None
         self.algorithm, self.reward, self.tokenizer = algorithm, reward, tokenizer
         self.optim_cfg, self.max_steps, self.clip, self.seed = optim_cfg, max_steps, clip, seed
         self.eval_cfg, self.completions_dir = eval_cfg, completions_dir
@@ -80,6 +91,8 @@ class RLModule(pl.LightningModule):
     def train(self, mode: bool = True) -> RLModule:
         super().train(mode)
         self.reference.eval()  # frozen: never in training mode (dropout), never stepped
+        if self.opponent is not None:
+            self.opponent.eval()
         return self
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -154,6 +167,8 @@ class RLModule(pl.LightningModule):
         self.policy.eval()  # sampling and scoring see the policy the loss differentiates (no dropout noise)
         if isinstance(self.algorithm, PreferenceAlgorithm):
             self.preference_step(batch)
+        elif isinstance(self.algorithm, SelfPlayAlgorithm):
+            self.self_play_step(batch)
         elif isinstance(self.algorithm, OnlinePreferenceAlgorithm):
             self.online_preference_step(batch)
         else:
@@ -189,6 +204,55 @@ class RLModule(pl.LightningModule):
         if bool(decided.any()):
             metrics.update(self.preference_metrics(chosen, rejected, loss))
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
+
+    def self_play_step(self, prompts: list[Prompt]) -> None:
+        """Draw an opponent from the pool, sample `group` completions of each prompt from the policy and from it,
+        let the judge decide each match, one DPO step on the decided ones (winner over loser); then the policy
+        joins the pool every `rl.pool_every` steps."""
+        assert isinstance(self.algorithm, SelfPlayAlgorithm)
+        cfg = self.algorithm.cfg
+        opponent = self.draw_opponent()
+        mine, my_rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step])
+        theirs, their_rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step, 1], opponent)
+        outcome = judge(my_rewards, their_rewards).flatten()
+        decided, won = outcome != 0.5, outcome == 1.0
+        both = concat(mine, theirs, self.pad_id)
+        with torch.no_grad():
+            ref = token_scores(self.reference, both)
+        now = token_scores(self.policy, both)
+        implicit = cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
+        ours, opponents = implicit[: len(outcome)], implicit[len(outcome) :]
+        chosen = torch.where(won, ours, opponents)[decided]
+        rejected = torch.where(won, opponents, ours)[decided]
+        loss = self.algorithm.loss(chosen, rejected) if bool(decided.any()) else implicit.sum() * 0
+        self.update(loss)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        n = len(outcome)
+        metrics = self.measured(mine, my_rewards, _rows(now, 0, n), _rows(ref, 0, n))
+        metrics.update(
+            {"win_rate_vs_opponent": outcome.mean(), "opponent_step": torch.tensor(float(self.opponent_step or 0))}
+        )
+        metrics["pairs/decided_frac"] = decided.float().mean()
+        if bool(decided.any()):
+            metrics.update(self.preference_metrics(chosen, rejected, loss))
+        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
+        if self.global_step % cfg.pool_every == 0:
+            self.pool[self.global_step] = {k: v.detach().clone().cpu() for k, v in self.policy.state_dict().items()}
+            for old in sorted(self.pool)[: max(0, len(self.pool) - cfg.pool_size)]:
+                del self.pool[old]
+
+    def draw_opponent(self) -> Backbone:
+        """The reference or one of the pooled snapshots, drawn uniformly from (seed, step)."""
+        choices = [0, *sorted(self.pool)]
+        drawn = choices[int(np.random.default_rng([self.seed, self.global_step, 2]).integers(len(choices)))]
+        if drawn == 0:
+            self.opponent_step = 0
+            return self.reference
+        assert self.opponent is not None
+        if self.opponent_step != drawn:
+            self.opponent.load_state_dict(self.pool[drawn])
+        self.opponent_step = drawn
+        return self.opponent
 
     def update(self, loss: torch.Tensor) -> None:
         """One optimiser step on `loss`'s gradient, clipped to `clip` (the caller steps the schedule)."""
@@ -284,16 +348,23 @@ class RLModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rl_evaluations"] = dict(self.evaluations)
         checkpoint["rl_kl_coef"] = self.kl_coef
+        checkpoint["rl_pool"] = dict(self.pool)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.evaluations = dict(checkpoint.get("rl_evaluations", {}))
         self.kl_coef = float(checkpoint.get("rl_kl_coef", self.kl_coef))
+        self.pool = dict(checkpoint.get("rl_pool", {}))
+        self.opponent_step = None  # the opponent module's weights come from the pool when next drawn
 
     def _val_metric(self, name: str) -> MeanMetric:
         return cast(MeanMetric, self.val_metrics[name.replace("/", "__")])
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return lightning_optimizers(self.policy, self.optim_cfg, self.max_steps)
+
+
+def _rows(scores: TokenScores, start: int, stop: int) -> TokenScores:
+    return TokenScores(scores.logprobs[start:stop], scores.entropy[start:stop])
 
 
 def _seed(parts: list[int]) -> int:

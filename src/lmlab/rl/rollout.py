@@ -122,6 +122,23 @@ def pack(
     )
 
 
+def concat(a: Rollouts, b: Rollouts, pad_id: int) -> Rollouts:
+    """The rows of `a` then those of `b`, right-padded to the wider of the two."""
+    width = max(a.ids.shape[1], b.ids.shape[1])
+
+    def widened(t: torch.Tensor, value: int | bool) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    return Rollouts(
+        torch.cat([widened(a.ids, pad_id), widened(b.ids, pad_id)]),
+        torch.cat([widened(a.padding_mask, False), widened(b.padding_mask, False)]),
+        torch.cat([widened(a.completion_mask, False), widened(b.completion_mask, False)]),
+        torch.cat([a.ended, b.ended]),
+        a.group,
+        torch.cat([a.prompt_lengths, b.prompt_lengths]),
+    )
+
+
 @dataclass
 class TokenScores:
     logprobs: torch.Tensor  # (N, L - 1) log p(token t+1 | tokens <= t), 0 where not a completion token

@@ -13,6 +13,7 @@ from lmlab.rl.algorithms.base import (
     RewardAlgorithm,
     RLAlgorithm,
     SamplingAlgorithm,
+    SelfPlayAlgorithm,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "RLAlgorithm",
     "RewardAlgorithm",
     "SamplingAlgorithm",
+    "SelfPlayAlgorithm",
     "algorithm_class",
     "available_algorithms",
 ]

@@ -143,22 +143,21 @@ class PreferenceAlgorithm(RLAlgorithm):
 
 @dataclass
 class OnlinePreferenceConfig(SamplingConfig, PreferenceLossConfig):
-    group: int = 2
-
     def validate(self) -> None:
         SamplingConfig.validate(self)
         PreferenceLossConfig.validate(self)
-        if self.group < 2:
-            raise InputError(
-                f"rl={self.name} lets the judge compare completions of the same prompt: rl.group must be >= 2, "
-                f"got {self.group}"
-            )
 
 
 class OnlinePreferenceAlgorithm(SamplingAlgorithm):
-    """Learns from pairs it samples: the judge (the reward) picks each prompt's best and worst completion."""
+    """Learns from pairs it samples and the judge (the reward) decides: online DPO judges a prompt's best
+    completion against its worst; self-play judges the policy's completions against an opponent's."""
 
     Config: ClassVar[type[OnlinePreferenceConfig]]
 
     def loss(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         return preference_loss(chosen, rejected, self.cfg)
+
+
+class SelfPlayAlgorithm(OnlinePreferenceAlgorithm):
+    """Plays a pool of frozen earlier checkpoints of itself (its config has `pool_every` and `pool_size`): an
+    opponent drawn each step from the step's seed, the policy's completions judged against the opponent's."""

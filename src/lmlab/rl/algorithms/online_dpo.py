@@ -7,12 +7,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmlab.errors import InputError
 from lmlab.rl.algorithms.base import OnlinePreferenceAlgorithm, OnlinePreferenceConfig
 
 
 @dataclass
 class OnlineDPOConfig(OnlinePreferenceConfig):
     name: str = "online_dpo"
+    group: int = 2
+
+    def validate(self) -> None:
+        super().validate()
+        if self.group < 2:
+            raise InputError(
+                f"rl=online_dpo lets the judge compare completions of the same prompt: rl.group must be >= 2, "
+                f"got {self.group}"
+            )
 
 
 class OnlineDPO(OnlinePreferenceAlgorithm):
