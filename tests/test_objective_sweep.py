@@ -35,3 +35,23 @@ def test_sweep_over_every_objective_is_one_mlflow_sweep_and_a_results_table(tmp_
     rows = [line for line in table.splitlines() if line.startswith("| ") and "objective" not in line]
     assert sorted(r.split("|")[1].strip() for r in rows) == OBJECTIVES
     assert all("→" in r for r in rows)
+    sweep = runs[0].data.tags["lmlab.sweep"]
+    assert f"from sweep {sweep} (commit " in table
+
+
+def test_a_table_gathered_from_several_sweeps_names_each_newest_first():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("results_script", ROOT / "experiments" / "results.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def run(sweep: str, start: int):
+        tags = {"lmlab.sweep": sweep, "lmlab.git_commit": f"{sweep}0123456789"}
+        return SimpleNamespace(info=SimpleNamespace(start_time=start), data=SimpleNamespace(tags=tags))
+
+    runs = [run("old", 1), run("new", 3), run("old", 2)]
+    assert script.provenance(runs) == "sweeps new (commit new0123456), old (commit old0123456)"
+    assert script.provenance(runs[:1]) == "sweep old (commit old0123456)"

@@ -292,6 +292,7 @@ def test_an_rl_run_is_tracked_with_its_completions_and_exported_as_a_causal_lm(p
     assert table[0].startswith("| algorithm | seeds | held-out reward at step 0") and table[2].startswith(
         "| rloo | 1 |"
     )
+    assert "| win rate vs reference | Elo at the end |" in table[0] and "not logged" not in table[2]
 
 
 @pytest.mark.parametrize(
