@@ -93,11 +93,13 @@ def write_block(readme: Path, name: str, body: str) -> None:
 
 
 def provenance(runs: list[Run]) -> str:
-    """The sweeps (and commits) the runs come from, newest first: a table may gather rows of several sweeps."""
-    seen: dict[tuple[str, str], None] = {}
+    """The sweeps the runs come from, newest first, each with its commits: a table may gather rows of several
+    sweeps, and a sweep extended later holds runs of several commits."""
+    commits: dict[str, dict[str, None]] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
-        seen[(run.data.tags.get("lmlab.sweep", "?"), run.data.tags.get("lmlab.git_commit", "?")[:10])] = None
-    parts = [f"{sweep} (commit {commit})" for sweep, commit in seen]
+        sweep = commits.setdefault(run.data.tags.get("lmlab.sweep", "?"), {})
+        sweep[run.data.tags.get("lmlab.git_commit", "?")[:10]] = None
+    parts = [f"{sweep} (commit{'s' if len(c) > 1 else ''} {', '.join(c)})" for sweep, c in commits.items()]
     return ("sweep " if len(parts) == 1 else "sweeps ") + ", ".join(parts)
 
 

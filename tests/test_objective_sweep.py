@@ -48,10 +48,10 @@ def test_a_table_gathered_from_several_sweeps_names_each_newest_first():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
 
-    def run(sweep: str, start: int):
-        tags = {"lmlab.sweep": sweep, "lmlab.git_commit": f"{sweep}0123456789"}
+    def run(sweep: str, commit: str, start: int):
+        tags = {"lmlab.sweep": sweep, "lmlab.git_commit": f"{commit}0123456789"}
         return SimpleNamespace(info=SimpleNamespace(start_time=start), data=SimpleNamespace(tags=tags))
 
-    runs = [run("old", 1), run("new", 3), run("old", 2)]
-    assert script.provenance(runs) == "sweeps new (commit new0123456), old (commit old0123456)"
-    assert script.provenance(runs[:1]) == "sweep old (commit old0123456)"
+    runs = [run("old", "a", 1), run("new", "c", 4), run("old", "b", 2), run("old", "b", 3)]
+    assert script.provenance(runs) == "sweeps new (commit c012345678), old (commits b012345678, a012345678)"
+    assert script.provenance(runs[:1]) == "sweep old (commit a012345678)"
