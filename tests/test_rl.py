@@ -193,21 +193,32 @@ def test_the_clipped_loss_stops_pushing_once_the_ratio_leaves_the_trust_region()
 
 def test_rewards_score_completions():
     keyword = make_reward("keyword", words=["proud"])
-    assert keyword.score([Prompt("a")] * 3, ["she was proud.", "a proudly made", "PROUD"]) == [1.0, 0.0, 1.0]
+    assert keyword.score([Prompt("a")] * 3, ["she was proud.", "a proudly made", "PROUD"], [True] * 3) == [
+        1.0,
+        0.0,
+        1.0,
+    ]
     facts = make_reward("facts")
     prompt = Prompt("Ana Lo works for", "Cormo Labs")
-    assert facts.score([prompt] * 3, ["cormo labs, founded", "cormolabs", "unbri observatory"]) == [1.0, 1.0, 0.0]
+    assert facts.score([prompt] * 3, ["cormo labs, founded", "cormolabs", "unbri observatory"], [False] * 3) == [
+        1.0,
+        1.0,
+        0.0,
+    ]
     with pytest.raises(InputError, match="reward=facts checks each prompt's answer; 1 prompt"):
         facts.check_prompts([prompt, Prompt("no answer here")])
     with pytest.raises(InputError, match="reward=keyword needs reward.words"):
         reward_class("keyword").parse_config({"name": "keyword", "words": []})
     length = make_reward("length", target=4)
-    assert length.score([Prompt("a")] * 4, ["one two three four", "one two", "", " ".join(["w"] * 9)]) == [
+    assert length.score([Prompt("a")] * 4, ["one two three four", "one two", "", " ".join(["w"] * 9)], [True] * 4) == [
         1.0,
         0.5,
         0.0,
         0.0,
     ]
+    eos = make_reward("eos")
+    assert eos.score([Prompt("a")] * 2, ["done", "cut off"], [True, False]) == [1.0, 0.0]
+    assert keyword.lineage() == {}
 
 
 def test_synthetic_prompts_are_people_with_their_employer_split_disjointly():
@@ -507,9 +518,11 @@ def test_a_classifier_run_rewards_the_probability_of_its_label(classifier_run, t
     negative = make_reward("classifier", context, run=str(classifier_run), label="negative")
     prompts = [Prompt("Ana works for"), Prompt("Bo said that he was")]
     completions = ["cormo labs.", "delighted about the festival."]
-    scores, others = reward.score(prompts, completions), negative.score(prompts, completions)
+    ended = [True] * len(completions)
+    scores, others = reward.score(prompts, completions, ended), negative.score(prompts, completions, ended)
     assert all(0 < s < 1 for s in scores) and scores != [scores[0]] * 2
     assert [a + b for a, b in zip(scores, others, strict=True)] == pytest.approx([1.0, 1.0])
+    assert reward.lineage() == {"lmlab.reward_run": str(classifier_run)}  # tagged on the RL run
 
 
 def test_a_reward_run_that_does_not_fit_the_policy_is_refused_by_name(classifier_run, tokenizer, tmp_path):

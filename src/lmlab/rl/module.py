@@ -111,7 +111,7 @@ class RLModule(pl.LightningModule):
         )
         texts = self.tokenizer.tokenizer.decode_batch(out.completions())
         assert self.reward is not None
-        scored = self.reward.score([p for p in prompts for _ in range(group)], texts)
+        scored = self.reward.score([p for p in prompts for _ in range(group)], texts, out.ended.tolist())
         return out, torch.tensor(scored, device=self.device).view(len(prompts), group), texts
 
     def encode(self, prompts: list[str]) -> list[list[int]]:

@@ -73,6 +73,7 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         "lmlab.policy_run": policy.run_id or str(policy.path),
         "lmlab.policy_objective": policy.objective_name,
         "lmlab.tokenizer_fingerprint": policy.tokenizer.fingerprint,
+        **(inputs.reward.lineage() if inputs.reward is not None else {}),
     }
     run_name = f"{algo_cfg.name}-{inputs.source}-{run_dir.name}"
     tracked = (

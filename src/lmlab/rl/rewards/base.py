@@ -30,6 +30,10 @@ class Reward(ABC):
     def __init__(self, cfg: Any, context: RewardContext) -> None:
         self.cfg = cfg
 
+    def lineage(self) -> dict[str, str]:
+        """MLflow tags naming the runs this reward is built from (a reward model's run)."""
+        return {}
+
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:
         return parse_node(cfg, cls.Config, "reward.")
@@ -44,5 +48,6 @@ class Reward(ABC):
             )
 
     @abstractmethod
-    def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
-        """One score per completion; `prompts[i]` is the prompt completion i continues."""
+    def score(self, prompts: list[Prompt], completions: list[str], ended: list[bool]) -> list[float]:
+        """One score per completion; `prompts[i]` is the prompt completion i continues, `ended[i]` whether the
+        policy ended it with the end token (the text never holds that token)."""

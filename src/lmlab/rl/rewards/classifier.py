@@ -63,9 +63,13 @@ class ClassifierReward(Reward):
         load_checked(self.head, strip_prefix(exported.weights, "head."), str(exported.path))
         self.label_index = labels.index(cfg.label)
         self.dummy = labels[0]
+        self.run = exported.run_id or str(exported.path)
+
+    def lineage(self) -> dict[str, str]:
+        return {"lmlab.reward_run": self.run}
 
     @torch.no_grad()
-    def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
+    def score(self, prompts: list[Prompt], completions: list[str], ended: list[bool]) -> list[float]:
         out: list[float] = []
         texts = [f"{p.text} {c}" for p, c in zip(prompts, completions, strict=True)]
         for start in range(0, len(texts), self.cfg.batch_size):

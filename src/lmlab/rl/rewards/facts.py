@@ -22,7 +22,7 @@ class Facts(Reward):
     Config = FactsConfig
     needs_answers = True
 
-    def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
+    def score(self, prompts: list[Prompt], completions: list[str], ended: list[bool]) -> list[float]:
         return [float(_normal(c).startswith(_normal(p.answer))) for p, c in zip(prompts, completions, strict=True)]
 
 

@@ -27,7 +27,7 @@ class Keyword(Reward):
         super().__init__(cfg, context)
         self.pattern = re.compile(r"\b(" + "|".join(re.escape(w.strip()) for w in cfg.words) + r")\b", re.IGNORECASE)
 
-    def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
+    def score(self, prompts: list[Prompt], completions: list[str], ended: list[bool]) -> list[float]:
         return [float(bool(self.pattern.search(text))) for text in completions]
 
 

@@ -22,7 +22,7 @@ class LengthConfig:
 class Length(Reward):
     Config = LengthConfig
 
-    def score(self, prompts: list[Prompt], completions: list[str]) -> list[float]:
+    def score(self, prompts: list[Prompt], completions: list[str], ended: list[bool]) -> list[float]:
         target = self.cfg.target
         return [max(0.0, 1 - abs(len(text.split()) - target) / target) for text in completions]
 
