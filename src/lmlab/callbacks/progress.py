@@ -12,8 +12,12 @@ from pytorch_lightning.callbacks import Callback
 log = logging.getLogger("lmlab.progress")
 
 
+SHOWN = ("train/loss", "train/reward")  # whichever the run logs (an RL run's loss alone says little)
+
+
 class ProgressLines(Callback):
-    """One line every `every` optimiser steps (and at the last): step, max steps, the logged train loss, speed."""
+    """One line every `every` optimiser steps (and at the last): step, max steps, the logged train loss (and an RL
+    run's reward), speed."""
 
     def __init__(self, every: int) -> None:
         self.every = max(1, every)
@@ -29,7 +33,7 @@ class ProgressLines(Callback):
         speed = ""
         if self._last is not None and now > self._last[1]:
             speed = f" | {(step - self._last[0]) / (now - self._last[1]):.1f} steps/s"
-        loss = trainer.callback_metrics.get("train/loss")
-        shown = "" if loss is None else f" | train/loss {float(loss):.4g}"
+        logged = trainer.callback_metrics
+        shown = "".join(f" | {name} {float(logged[name]):.4g}" for name in SHOWN if name in logged)
         log.info("step %d/%d%s%s", step, trainer.max_steps, shown, speed)
         self._last = (step, now)
