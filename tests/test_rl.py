@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
+from lmlab.callbacks.nonfinite import NonFiniteLossError
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.generation import Stepper
@@ -362,6 +363,8 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
     assert float(module.measured(out, rewards, *module.scored(out))["kl"]) > 0
     module.train()
     assert module.policy.training and not module.reference.training
+    with pytest.raises(NonFiniteLossError, match="the training loss is nan at step 0; stopping without saving"):
+        module.update(torch.tensor(float("nan")))  # before any optimiser step could take it into the weights
 
 
 def test_an_encoder_policy_and_a_too_long_generation_are_refused_before_anything_is_written(

@@ -21,6 +21,7 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torchmetrics import MeanMetric
 
+from lmlab.callbacks.nonfinite import check_finite
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.generation import model_input
 from lmlab.models import Backbone
@@ -255,7 +256,9 @@ class RLModule(pl.LightningModule):
         return self.opponent
 
     def update(self, loss: torch.Tensor) -> None:
-        """One optimiser step on `loss`'s gradient, clipped to `clip` (the caller steps the schedule)."""
+        """One optimiser step on `loss`'s gradient, clipped to `clip` (the caller steps the schedule); a non-finite
+        loss stops the run before it reaches the weights (manual optimisation: no callback sees the loss)."""
+        check_finite(loss.detach(), self.global_step)
         optimizer = self.optimizers()
         optimizer.zero_grad()  # type: ignore[union-attr]
         self.manual_backward(loss)
