@@ -610,7 +610,7 @@ def test_an_online_dpo_run_is_judged_against_the_reference_and_its_checkpoints_g
 
 
 def test_self_play_meets_the_reference_and_its_newest_snapshots_and_resumes_exactly(project, policy_export):
-    settings = ("rl=self_play", "reward=length", "reward.target=2", "rl.pool_every=1", "rl.pool_size=2")
+    settings = ("rl=selfplay", "reward=length", "reward.target=2", "rl.pool_every=1", "rl.pool_size=2")
     rl(compose_rl(policy_export, *settings, "experiment=straight"), project / "straight")
     rl(compose_rl(policy_export, *settings, "experiment=cut", "trainer.max_steps=2"), project / "cut")
     rl(compose_rl(policy_export, *settings, "experiment=cut", "allow_config_change=true"), project / "cut")
@@ -631,4 +631,4 @@ def test_self_play_meets_the_reference_and_its_newest_snapshots_and_resumes_exac
         assert [s for s, _ in resumed] == [s for s, _ in straight] == [0, 1, 2, 3]
         assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
     with pytest.raises(InputError, match="rl.pool_every must be >= 1"):
-        algorithm("self_play", pool_every=0)
+        algorithm("selfplay", pool_every=0)

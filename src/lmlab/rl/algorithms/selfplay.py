@@ -14,7 +14,7 @@ from lmlab.rl.algorithms.base import OnlinePreferenceConfig, SelfPlayAlgorithm
 
 @dataclass
 class SelfPlayConfig(OnlinePreferenceConfig):
-    name: str = "self_play"
+    name: str = "selfplay"
     group: int = 2  # completions per prompt from each side; the policy's j-th meets the opponent's j-th
     pool_every: int = 50  # steps between the policy's snapshots joining the pool of opponents
     pool_size: int = 4  # the newest snapshots kept; the reference (step 0) is always in the pool
