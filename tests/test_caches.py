@@ -115,3 +115,19 @@ def test_failed_build_leaves_no_cache_entry(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         load_or_build(empty, tok, "train", tmp_path)
     assert [p.name for p in (tmp_path / "tokens").iterdir()] == []
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_training_the_same_tokenizer_twice_gives_the_same_file(tmp_path, kind):
+    """WordPiece's trainer numbered continuation pieces in hash order, so ties between merges broke differently in
+    each training (without the fix, 1-2% of the vocabulary differed); BPE over bytes never did."""
+    cfg = replace(TOK, kind=kind, vocab_size=1500)
+    trained = [load_or_train_tokenizer(_corpus(tmp_path), cfg, tmp_path / f"cache{i}") for i in range(3)]
+    files = {t.path.read_text() for t in trained}
+    assert len(files) == 1
+    tok = trained[0]
+    if kind == "wordpiece":  # the continuation pieces given to the trainer are ordinary pieces, not special ones
+        ids = tok.tokenizer.encode("she works for zorblaxian trading", add_special_tokens=False).ids
+        assert any(tok.tokenizer.id_to_token(i).startswith("##") for i in ids)
+        assert tok.tokenizer.decode(ids) == "she works for zorblaxian trading"
+        assert not any(tok.tokenizer.id_to_token(i).startswith("##") for i in tok.special_ids)

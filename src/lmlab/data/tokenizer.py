@@ -1,7 +1,15 @@
-"""Tokenizer training with HF `tokenizers`, cached by (corpus fingerprint, tokenizer config)."""
+"""Tokenizer training with HF `tokenizers`, cached by (corpus fingerprint, tokenizer config).
+
+WordPiece (the default) and BPE training are reproducible: the same corpus and config give the same tokenizer.json
+in every process. `tokenizers`' WordPiece trainer numbers each continuation piece ("##x") as it first meets it while
+walking a hash map of words, and breaks ties between equally frequent merges by id, so two trainings differed in
+1-2% of their vocabulary; it is given every continuation piece of the corpus's alphabet up front, in sorted order
+(one extra pass over the corpus). BPE over bytes needs nothing. Unigram is not reproducible yet: its trainer's
+float sums vary in their last bits and it appends the characters it did not keep in hash order."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,8 +96,7 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
         log.info("Reusing cached tokenizer %s (%s)", fp, final)
         return TrainedTokenizer(Tokenizer.from_file(str(final / "tokenizer.json")), fp, final / "tokenizer.json")
     log.info("Training a %s tokenizer (vocab %d) on %s", cfg.kind, cfg.vocab_size, corpus.description)
-    tokenizer, trainer = _new_tokenizer(cfg)
-    tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+    tokenizer = _trained(corpus, cfg)
     if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS) + cfg.sentinels:
         raise InputError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
     with atomic_directory(final) as tmp:
@@ -113,27 +120,56 @@ def _load(path: Path) -> TrainedTokenizer:
     return loaded
 
 
-def _new_tokenizer(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
+def _trained(corpus: Corpus, cfg: TokenizerConfig) -> Tokenizer:
     specials = list(SPECIAL_TOKENS) + [sentinel(i) for i in range(cfg.sentinels)]
-    common: dict[str, Any] = {"vocab_size": cfg.vocab_size, "special_tokens": specials, "show_progress": True}
-    trainer: trainers.Trainer
+    common: dict[str, Any] = {"vocab_size": cfg.vocab_size, "show_progress": True}
     norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if cfg.lowercase else [])
     if cfg.kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(min_frequency=cfg.min_frequency, **common)
-    elif cfg.kind == "bpe":
+        tokenizer.normalizer = normalizers.Sequence(norm)
+        continuations = [CONTINUATION + c for c in _alphabet(corpus, tokenizer)]
+        trainer: trainers.Trainer = trainers.WordPieceTrainer(
+            min_frequency=cfg.min_frequency, special_tokens=specials + continuations, **common
+        )
+        tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+        return _only_special(tokenizer, specials)
+    if cfg.kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            min_frequency=cfg.min_frequency, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **common
+            min_frequency=cfg.min_frequency,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=specials,
+            **common,
         )
     else:
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(unk_token=UNK, **common)
+        trainer = trainers.UnigramTrainer(unk_token=UNK, special_tokens=specials, **common)
     tokenizer.normalizer = normalizers.Sequence(norm)
-    return tokenizer, trainer
+    tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+    return tokenizer
+
+
+CONTINUATION = "##"  # WordPiece's prefix of a piece that continues a word
+
+
+def _alphabet(corpus: Corpus, tokenizer: Tokenizer) -> list[str]:
+    """Every character of the training split's words as the tokenizer sees them (normalised, pre-tokenised)."""
+    chars: set[str] = set()
+    for doc in corpus.documents("train"):
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(doc)):
+            chars.update(word)
+    return sorted(chars)
+
+
+def _only_special(tokenizer: Tokenizer, specials: list[str]) -> Tokenizer:
+    """The tokenizer with only `specials` as special (added) tokens: the continuation pieces given to the trainer
+    stay ordinary vocabulary entries, matched and decoded like any other piece."""
+    data = json.loads(tokenizer.to_str())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in specials]
+    return Tokenizer.from_str(json.dumps(data))
