@@ -30,7 +30,7 @@ ALLOWED = {
     "pretraining": {"models", "data", "heads", "objectives", "runs", "tracking", "callbacks"},
     "finetuning": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
     "meta": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
-    "rl": {"models", "data", "heads", "objectives", "tasks", "runs", "tracking", "callbacks"},
+    "rl": {"models", "data", "heads", "generation", "objectives", "tasks", "runs", "tracking", "callbacks"},
     # A study composes stages (it launches them as processes, and measures a pretraining config's FLOPs): above
     # every stage, imported by none.
     "studies": {"models", "data", "objectives", "runs", "tracking", "pretraining"},
