@@ -192,18 +192,9 @@ class RLModule(pl.LightningModule):
         decided = rewards.max(1).values > rewards.min(1).values
         rows = torch.arange(len(prompts), device=self.device) * group
         chosen_rows, rejected_rows = (rows + rewards.argmax(1))[decided], (rows + rewards.argmin(1))[decided]
-        with torch.no_grad():
-            ref = token_scores(self.reference, out)
-        now = token_scores(self.policy, out)
-        implicit = self.algorithm.cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
-        chosen, rejected = implicit[chosen_rows], implicit[rejected_rows]
-        loss = self.algorithm.loss(chosen, rejected) if bool(decided.any()) else implicit.sum() * 0
-        self.update(loss)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
-        metrics = self.measured(out, rewards, now, ref)
+        now, ref, pair_metrics = self.learn_from_pairs(out, chosen_rows, rejected_rows)
+        metrics = {**self.measured(out, rewards, now, ref), **pair_metrics}
         metrics["pairs/decided_frac"] = decided.float().mean()
-        if bool(decided.any()):
-            metrics.update(self.preference_metrics(chosen, rejected, loss))
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
 
     def self_play_step(self, prompts: list[Prompt]) -> None:
@@ -217,30 +208,38 @@ class RLModule(pl.LightningModule):
         theirs, their_rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step, 1], opponent)
         outcome = judge(my_rewards, their_rewards).flatten()
         decided, won = outcome != 0.5, outcome == 1.0
-        both = concat(mine, theirs, self.pad_id)
-        with torch.no_grad():
-            ref = token_scores(self.reference, both)
-        now = token_scores(self.policy, both)
-        implicit = cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
-        ours, opponents = implicit[: len(outcome)], implicit[len(outcome) :]
-        chosen = torch.where(won, ours, opponents)[decided]
-        rejected = torch.where(won, opponents, ours)[decided]
-        loss = self.algorithm.loss(chosen, rejected) if bool(decided.any()) else implicit.sum() * 0
-        self.update(loss)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
         n = len(outcome)
-        metrics = self.measured(mine, my_rewards, _rows(now, 0, n), _rows(ref, 0, n))
+        ours, opponents = torch.arange(n, device=self.device), torch.arange(n, 2 * n, device=self.device)
+        chosen_rows = torch.where(won, ours, opponents)[decided]
+        rejected_rows = torch.where(won, opponents, ours)[decided]
+        now, ref, pair_metrics = self.learn_from_pairs(concat(mine, theirs, self.pad_id), chosen_rows, rejected_rows)
+        metrics = {**self.measured(mine, my_rewards, _rows(now, 0, n), _rows(ref, 0, n)), **pair_metrics}
         metrics.update(
             {"win_rate_vs_opponent": outcome.mean(), "opponent_step": torch.tensor(float(self.opponent_step or 0))}
         )
         metrics["pairs/decided_frac"] = decided.float().mean()
-        if bool(decided.any()):
-            metrics.update(self.preference_metrics(chosen, rejected, loss))
         self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
         if self.global_step % cfg.pool_every == 0:
             self.pool[self.global_step] = {k: v.detach().clone().cpu() for k, v in self.policy.state_dict().items()}
             for old in sorted(self.pool)[: max(0, len(self.pool) - cfg.pool_size)]:
                 del self.pool[old]
+
+    def learn_from_pairs(
+        self, out: Rollouts, chosen_rows: torch.Tensor, rejected_rows: torch.Tensor
+    ) -> tuple[TokenScores, TokenScores, dict]:
+        """One DPO step on the judged pairs (rows of `out`; with none decided the gradient is zero). Returns the
+        policy's and the reference's scores of `out` and the pairs' metrics (none without a pair)."""
+        assert isinstance(self.algorithm, OnlinePreferenceAlgorithm)
+        with torch.no_grad():
+            ref = token_scores(self.reference, out)
+        now = token_scores(self.policy, out)
+        implicit = self.algorithm.cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
+        chosen, rejected = implicit[chosen_rows], implicit[rejected_rows]
+        decided = len(chosen_rows) > 0
+        loss = self.algorithm.loss(chosen, rejected) if decided else implicit.sum() * 0
+        self.update(loss)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
+        return now, ref, self.preference_metrics(chosen, rejected, loss) if decided else {}
 
     def draw_opponent(self) -> Backbone:
         """The reference or one of the pooled snapshots, drawn uniformly from (seed, step)."""
