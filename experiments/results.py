@@ -108,12 +108,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiment")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlflow.db'}")
     parser.add_argument("--print", action="store_true", help="print the table instead of writing the README")
+    parser.add_argument(
+        "--with",
+        dest="pooled",
+        action="append",
+        default=[],
+        metavar="EXPERIMENT",
+        help="meta-learning: pool the runs of another experiment too (e.g. a budget check beside its main sweep)",
+    )
     args = parser.parse_args(argv)
     client = MlflowClient(args.tracking_uri)
     runs = sweep_runs(client, args.experiment)
     if runs[0].data.tags.get("lmlab.kind") == "meta":
         # Methods are often added to a few-shot experiment sweep by sweep: the newest run of each (method, seed).
-        runs = newest_per_method_and_seed(finished_runs(client, args.experiment))
+        pooled = [run for name in [args.experiment, *args.pooled] for run in finished_runs(client, name)]
+        runs = newest_per_method_and_seed(sorted(pooled, key=lambda r: -r.info.start_time))
         domains = runs[0].data.tags.get("lmlab.episode_kind") == "domains"
         table = (domains_table if domains else fewshot_table)(client, runs)
     elif runs[0].data.tags.get("lmlab.kind") == "rl":

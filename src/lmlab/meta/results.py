@@ -9,6 +9,7 @@ import csv
 import math
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -45,12 +46,37 @@ def adapted_losses(client: MlflowClient, run: Run) -> list[float]:
     return [float(row[last]) for row in rows]
 
 
+def configuration(run: Run) -> tuple[str, int, int]:
+    """What a run trained: its meta algorithm, inner steps and outer (meta-) steps."""
+    params = run.data.params
+    return (
+        run.data.tags.get("lmlab.meta", "?"),
+        int(params.get("meta.inner_steps", 0)),
+        int(params.get("trainer.max_steps", 0)),
+    )
+
+
 def newest_per_method_and_seed(runs: list[Run]) -> list[Run]:
-    """Of `runs` (newest first), the newest of each (meta algorithm, seed)."""
-    kept: dict[tuple[str, str | None], Run] = {}
+    """Of `runs` (newest first), the newest of each (configuration, seed)."""
+    kept: dict[tuple[tuple[str, int, int], str | None], Run] = {}
     for run in runs:
-        kept.setdefault((run.data.tags.get("lmlab.meta", "?"), run.data.params.get("seed")), run)
+        kept.setdefault((configuration(run), run.data.params.get("seed")), run)
     return list(kept.values())
+
+
+def training_work(run: Run) -> float | None:
+    """A text-domain run's training compute in multitask steps (one forward-backward pass over an episode's support
+    and query rows): a first-order inner loop reads the support rows once per inner step, then the query rows once.
+    MAML's second-order backward is not counted. None for algorithms whose work this does not model."""
+    method, inner, steps = configuration(run)
+    if method == BASELINE:
+        return 0.0
+    if method == DOMAINS_BASELINE:
+        return float(steps)
+    if method not in ("maml", "fomaml"):
+        return None
+    support, query = int(run.data.params["episodes.support_rows"]), int(run.data.params["episodes.query_rows"])
+    return steps * (inner * support + query) / (support + query)
 
 
 def fewshot_table(client: MlflowClient, runs: list[Run]) -> str:
@@ -88,40 +114,66 @@ def fewshot_table(client: MlflowClient, runs: list[Run]) -> str:
 
 
 def domains_table(client: MlflowClient, runs: list[Run]) -> str:
-    """A markdown table, one row per `meta` algorithm of `runs` (text domains; seeds pooled): query perplexity before
-    and after adaptation (the exponential of the mean per-episode query loss), and the paired change of the adapted
-    perplexity against `multitask` of the same seed over the same episodes (exp of the mean loss difference)."""
-    by_method: dict[str, list[Run]] = defaultdict(list)
+    """A markdown table, one row per configuration (meta algorithm, inner steps, meta-steps) of `runs` (text domains;
+    seeds pooled): query perplexity before and after adaptation (the exponential of the mean per-episode query loss),
+    and the paired change of the adapted perplexity against `multitask` of the same seed over the same episodes
+    (exp of the mean loss difference) — trained for the same meta-steps, and for the same training work."""
+    by_config: dict[tuple[str, int, int], list[Run]] = defaultdict(list)
     for run in runs:
-        by_method[run.data.tags["lmlab.meta"]].append(run)
+        by_config[configuration(run)].append(run)
     losses = {run.info.run_id: adapted_losses(client, run) for run in runs}
-    baseline = {r.data.params.get("seed"): losses[r.info.run_id] for r in by_method.get(DOMAINS_BASELINE, [])}
+    baselines = [r for r in runs if configuration(r)[0] == DOMAINS_BASELINE]
     steps_done = int(next(iter(runs)).data.params.get("eval.steps", 0))
     lines = [
         f"| method | seeds | query ppl before adaptation | after {steps_done} steps (95% CI over seeds) | "
-        f"Δ adapted ppl vs {DOMAINS_BASELINE} (paired) | inner lr | meta-steps | wall |",
-        "|---|---|---|---|---|---|---|---|",
+        f"Δ adapted ppl vs {DOMAINS_BASELINE}, same meta-steps (paired) | same work (paired) | inner lr | "
+        "inner steps | meta-steps | work (multitask steps) | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for method, method_runs in sorted(by_method.items(), key=lambda kv: _mean(kv[1], "test/ppl")):
-        before = mean_ci([r.data.metrics["test/ppl_before"] for r in method_runs])
-        after = mean_ci([r.data.metrics["test/ppl"] for r in method_runs])
-        differences = []
-        for run in method_runs:
-            base = baseline.get(run.data.params.get("seed"))
-            if base is not None and method != DOMAINS_BASELINE and len(base) == len(losses[run.info.run_id]):
-                differences += [a - b for a, b in zip(losses[run.info.run_id], base, strict=True)]
-        delta = "—"
-        if differences:
-            d = mean_ci(differences)
-            low, mid, high = (100 * (math.exp(x) - 1) for x in (d.mean - d.half_width, d.mean, d.mean + d.half_width))
-            delta = f"{mid:+.1f}% [{low:+.1f}, {high:+.1f}]"
-        lrs = sorted({r.data.tags.get("lmlab.meta_test_inner_lr", "learned") for r in method_runs})
-        steps = max(int(r.data.params.get("trainer.max_steps", 0)) for r in method_runs) if method != BASELINE else 0
-        wall = sum((r.info.end_time - r.info.start_time) / 60000 for r in method_runs) / len(method_runs)
+    for (method, inner, steps), config_runs in sorted(by_config.items(), key=lambda kv: _mean(kv[1], "test/ppl")):
+        before = mean_ci([r.data.metrics["test/ppl_before"] for r in config_runs])
+        after = mean_ci([r.data.metrics["test/ppl"] for r in config_runs])
+        work = training_work(config_runs[0])
+        same_steps = same_work = "—"
+        if method != DOMAINS_BASELINE:
+            same_steps = _paired_change(losses, config_runs, baselines, _same_steps)
+            same_work = _paired_change(losses, config_runs, baselines, _same_work)
+        lrs = sorted({r.data.tags.get("lmlab.meta_test_inner_lr", "learned") for r in config_runs})
+        wall = sum((r.info.end_time - r.info.start_time) / 60000 for r in config_runs) / len(config_runs)
+        inner_cell = str(inner) if method in ("maml", "fomaml", "reptile") else "—"
+        work_cell = "—" if work is None else f"{work:.0f}"
         lines.append(
-            f"| {method} | {after.n} | {before} | {after} | {delta} | {', '.join(lrs)} | {steps} | {wall:.1f} min |"
+            f"| {method} | {after.n} | {before} | {after} | {same_steps} | {same_work} | {', '.join(lrs)} | "
+            f"{inner_cell} | {steps if method != BASELINE else 0} | {work_cell} | {wall:.1f} min |"
         )
     return "\n".join(lines)
+
+
+def _same_steps(run: Run, base: Run) -> bool:
+    return configuration(base)[2] == configuration(run)[2]
+
+
+def _same_work(run: Run, base: Run) -> bool:
+    work = training_work(run)
+    return work is not None and training_work(base) == work
+
+
+def _paired_change(
+    losses: dict[str, list[float]], runs: list[Run], baselines: list[Run], matches: Callable[[Run, Run], bool]
+) -> str:
+    """The adapted perplexity's change against the baseline run of the same seed that `matches`, paired over the
+    same episodes: exp of the mean loss difference, with its 95% interval; "—" when no baseline matches."""
+    differences: list[float] = []
+    for run in runs:
+        seed = run.data.params.get("seed")
+        base = next((b for b in baselines if b.data.params.get("seed") == seed and matches(run, b)), None)
+        if base is not None and len(losses[base.info.run_id]) == len(losses[run.info.run_id]):
+            differences += [a - b for a, b in zip(losses[run.info.run_id], losses[base.info.run_id], strict=True)]
+    if not differences:
+        return "—"
+    d = mean_ci(differences)
+    low, mid, high = (100 * (math.exp(x) - 1) for x in (d.mean - d.half_width, d.mean, d.mean + d.half_width))
+    return f"{mid:+.1f}% [{low:+.1f}, {high:+.1f}]"
 
 
 def _mean(runs: list[Run], metric: str) -> float:
