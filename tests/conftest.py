@@ -44,6 +44,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
     """script -> (its primary config in conf/, its schema), each schema registered as the script registers it."""
     from hydra.core.config_store import ConfigStore
 
+    from lmlab.exporting.run import ExportConfig
     from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
     from lmlab.generation import GenerateConfig
     from lmlab.meta.config import MetaConfig, register_meta_configs
@@ -58,6 +59,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
     register_meta_configs()
     register_rl_configs()
     ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
+    ConfigStore.instance().store(name="export_schema", node=ExportConfig)
     return {
         "train.py": ("config", TrainConfig),
         "finetune.py": ("finetune", FinetuneConfig),
@@ -66,6 +68,7 @@ def entry_points() -> dict[str, tuple[str, type]]:
         "study.py": ("study", StudyConfig),
         "metalearn.py": ("metalearn", MetaConfig),
         "rl.py": ("rl", RLConfig),
+        "export.py": ("export", ExportConfig),
     }
 
 

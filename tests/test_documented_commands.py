@@ -21,8 +21,11 @@ from lmlab.errors import InputError
 from .conftest import CONF, ROOT, compose_checked, entry_points
 from .doc_commands import documented_blocks
 
-ENTRY_POINT_SCRIPTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py")
-_COMMAND = re.compile(r"(?:^|#\s*|\s)python ((?:train|finetune|evaluate|generate|study|metalearn|rl)\.py(?: .*)?)$")
+ENTRY_POINT_SCRIPTS = (
+    *("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py", "export.py"),
+)
+_SCRIPTS = "|".join(script.removesuffix(".py") for script in ENTRY_POINT_SCRIPTS)
+_COMMAND = re.compile(rf"(?:^|#\s*|\s)python ((?:{_SCRIPTS})\.py(?: .*)?)$")
 # Files the documented commands name, and the paths that stand in for them.
 _FILES = (
     *("train.tsv", "dev.tsv", "train.conll", "dev.conll", "train.json", "dev.json", "train.jsonl", "dev.jsonl"),

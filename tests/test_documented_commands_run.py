@@ -41,7 +41,9 @@ from .doc_commands import DocCommand, documented_blocks
 
 pytestmark = pytest.mark.slow
 
-ENTRY_POINTS = ("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py")
+ENTRY_POINTS = (
+    *("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py", "export.py"),
+)
 DEFAULT_RUN = "outputs/default/defaults"
 DECODER_RUN = "outputs/default/objective=clm"
 # conf file (in the copy) -> the settings that make it toy-sized
@@ -287,7 +289,7 @@ def _help_blocks() -> list[list[DocCommand]]:
     """The examples each entry point's --help prints (read from its conf, where Hydra reads them)."""
     blocks = []
     for script, config in zip(
-        ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study", "metalearn", "rl"), strict=True
+        ENTRY_POINTS, ("config", "finetune", "evaluate", "generate", "study", "metalearn", "rl", "export"), strict=True
     ):
         header = OmegaConf.load(ROOT / "conf" / f"{config}.yaml").hydra.help.header
         lines = [line.strip() for line in header.splitlines() if line.strip().startswith("python ")]

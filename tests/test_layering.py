@@ -26,7 +26,11 @@ ALLOWED = {
     "generation": {"models", "data"},
     "tracking": set(),
     "callbacks": set(),
-    "runs": {"models", "data", "tracking", "callbacks"},
+    # The Hugging Face door: mapping tables and checkpoint reading, on the model and the tokenizer only.
+    "hf": {"models", "data"},
+    "runs": {"models", "data", "tracking", "callbacks", "hf"},
+    # `export.py`: a run's export written as an HF model directory (and registered in MLflow).
+    "exporting": {"models", "data", "hf", "runs", "tracking"},
     "pretraining": {"models", "data", "heads", "objectives", "runs", "tracking", "callbacks"},
     "finetuning": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
     "meta": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},

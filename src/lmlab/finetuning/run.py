@@ -97,7 +97,12 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
     weights = torch.nn.ModuleDict({"backbone": module.backbone, "head": module.head})
-    metadata = {"labels": json.dumps(labels), **start.lineage}
+    metadata = {
+        "labels": json.dumps(labels),
+        "global_step": str(module.global_step),
+        "run_id": "" if tracked is None else tracked.run_id,
+        **start.lineage,
+    }
     texts = {"labels.json": json.dumps(labels), "config.yaml": OmegaConf.to_yaml(resolved)}
     export = write_export(run_dir / "export", weights, start.backbone.cfg, start.tokenizer, metadata, texts)
     if tracked is not None:

@@ -26,12 +26,12 @@ def make_activation(name: str) -> nn.Module:
 class GLUFeedForward(nn.Module):
     """Gated feed-forward (Shazeer 2020): GeGLU with gelu, SwiGLU with silu."""
 
-    def __init__(self, d_model: int, d_ff: int, activation: str) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str, bias: bool = True) -> None:
         super().__init__()
-        self.gate = nn.Linear(d_model, d_ff)
-        self.up = nn.Linear(d_model, d_ff)
+        self.gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.act = make_activation(activation)
-        self.down = nn.Linear(d_ff, d_model)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.gate(x)) * self.up(x))
@@ -40,15 +40,15 @@ class GLUFeedForward(nn.Module):
 def make_norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 class FeedForward(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, activation: str) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str, bias: bool = True) -> None:
         super().__init__()
-        self.up = nn.Linear(d_model, d_ff)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.act = make_activation(activation)
-        self.down = nn.Linear(d_ff, d_model)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))
@@ -63,12 +63,14 @@ class TransformerBlock(nn.Module):
         self.pre_norm = cfg.norm_position == "pre"
         self.mixer: nn.Module
         if cfg.mixer == "conv":
-            self.mixer = LightweightConv(cfg.d_model, cfg.n_heads, cfg.kernel_size, cfg.attention_dropout)
+            self.mixer = LightweightConv(cfg.d_model, cfg.n_heads, cfg.kernel_size, cfg.attention_dropout, cfg.bias)
         else:
-            self.mixer = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
-        self.cross = CrossAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout) if cross_attention else None
+            self.mixer = SelfAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias)
+        self.cross = (
+            CrossAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias) if cross_attention else None
+        )
         ff = GLUFeedForward if cfg.feed_forward == "glu" else FeedForward
-        self.ff = ff(cfg.d_model, cfg.d_ff, cfg.activation)
+        self.ff = ff(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
         self.norms = nn.ModuleList(make_norm(cfg) for _ in range(3 if cross_attention else 2))
         self.drop = nn.Dropout(cfg.dropout)
 

@@ -40,10 +40,15 @@ class ModelConfig:
     feed_forward: str = "mlp"
     activation: str = "gelu"
     positions: str = "learned"
+    # RoPE's base wavelength (positions=rotary): 10000 as in RoFormer and Llama 2; Llama 3 uses 500000.
+    rotary_base: float = 10000.0
     relative_buckets: int = 32
     relative_max_distance: int = 128
     mixer: str = "attention"
     kernel_size: int = 7
+    # Additive biases in every linear layer and LayerNorm of the backbone (BERT, GPT-2); false drops them all
+    # (Llama, T5). Heads keep theirs.
+    bias: bool = True
     # Segment (token type) embeddings for sentence-pair inputs, as BERT; 0 = none.
     segments: int = 0
     tie_embeddings: bool = True
@@ -80,6 +85,8 @@ class ModelConfig:
                     f"model.positions={self.positions} acts inside attention and does nothing with model.mixer=conv; "
                     "use model.positions=learned or sinusoidal"
                 )
+        if self.rotary_base <= 1.0:
+            raise InputError(f"model.rotary_base must be > 1, got {self.rotary_base}")
         if self.segments < 0:
             raise InputError(f"model.segments must be >= 0, got {self.segments}")
         for key in ("dropout", "attention_dropout"):

@@ -15,13 +15,13 @@ class LightweightConv(nn.Module):
     the channels of each head, and an output projection. Causal layouts pad on the left only, so position t sees
     positions t - kernel + 1 .. t; incremental decoding keeps the last kernel - 1 inputs in the cache."""
 
-    def __init__(self, d_model: int, n_heads: int, kernel_size: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, kernel_size: int, dropout: float, bias: bool = True) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.kernel_size = kernel_size
-        self.inp = nn.Linear(d_model, 2 * d_model)
+        self.inp = nn.Linear(d_model, 2 * d_model, bias=bias)
         self.kernel = nn.Parameter(torch.zeros(n_heads, kernel_size))
-        self.out = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model, bias=bias)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, ctx: MixContext, cache: LayerCache | None = None) -> torch.Tensor:

@@ -24,7 +24,9 @@ class Stack(nn.Module):
         self.causal = causal
         self.positions = make_positions(cfg.positions, cfg.max_positions, cfg.d_model)
         self.rotary = (
-            RotaryPositions(cfg.max_positions, cfg.d_model // cfg.n_heads) if cfg.positions == "rotary" else None
+            RotaryPositions(cfg.max_positions, cfg.d_model // cfg.n_heads, cfg.rotary_base)
+            if cfg.positions == "rotary"
+            else None
         )
         self.relative = (
             RelativePositionBias(cfg.n_heads, cfg.relative_buckets, cfg.relative_max_distance, bidirectional)

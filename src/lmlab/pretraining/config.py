@@ -20,6 +20,9 @@ class TrainConfig(RunConfig, ResumeConfig):
     # Validated against the chosen objective's own schema when the objective is built.
     objective: Any = field(default_factory=dict)
     experiment: str = "default"
+    # Start from a run's weights instead of a fresh model: an lmlab run (export or run dir, MLflow run id) or
+    # hf:<save_pretrained directory or hub name>. Its architecture and tokenizer come with it.
+    init: str = "none"
 
     def validate(self) -> None:
         """Checks across config groups (each part has validated itself); each error names both settings."""

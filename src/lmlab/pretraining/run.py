@@ -17,7 +17,9 @@ from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.callbacks.rng_state import RngState
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
-from lmlab.objectives import build_objective
+from lmlab.errors import InputError
+from lmlab.models import ModelConfig
+from lmlab.objectives import build_objective, objective_class
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
@@ -25,9 +27,10 @@ from lmlab.runs.checkpoints import LAST
 from lmlab.runs.config_drift import check_resume_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import write_export
+from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix, write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
+from lmlab.runs.starting_point import check_tokenizer_path, load_start, refuse_unused_architecture
 from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
     conf = start_stage(cfg, TrainConfig)
+    refuse_unused_architecture(conf.init, "init", ("model",))
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
@@ -51,7 +55,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
 
-    data, tokenizer, module = build_pretraining(conf)
+    data, tokenizer, module, lineage = build_pretraining(conf)
     objective = module.objective
     resume_tags = record_start(run_dir, resolved, start, changes) if lead else None
     tags = {
@@ -59,6 +63,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         "lmlab.n_params": str(sum(p.numel() for p in module.parameters())),
         "lmlab.data_fingerprint": data.corpus_fingerprint,
         "lmlab.tokenizer_fingerprint": tokenizer.fingerprint,
+        **lineage,
     }
     run_name = f"{conf.objective['name']}-{run_dir.name}"
     tracked = (
@@ -109,19 +114,67 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return metrics
 
 
-def build_pretraining(conf: TrainConfig) -> tuple[PretrainDataModule, TrainedTokenizer, PretrainModule]:
-    """The data (tokenizer trained or loaded, corpus cached) and the module of objective + backbone."""
-    data = PretrainDataModule(conf.data, Path(conf.paths.cache_dir), conf.seed)
+def build_pretraining(
+    conf: TrainConfig,
+) -> tuple[PretrainDataModule, TrainedTokenizer, PretrainModule, dict[str, str]]:
+    """The data (tokenizer trained or loaded, corpus cached), the module of objective + backbone, and the lineage
+    tags of the run it starts from (`init`: the weights, architecture and tokenizer of an lmlab run or an HF model)."""
+    cache = Path(conf.paths.cache_dir)
+    data_cfg, start = conf.data, None
+    lineage: dict[str, str] = {}
+    if conf.init.lower() != "none":
+        start, lineage = load_start(conf.init, conf.logger.tracking_uri, cache)
+        check_tokenizer_path(conf.data, start, "init", conf.init)
+        data_cfg = replace(conf.data, tokenizer=replace(conf.data.tokenizer, path=str(start.tokenizer.path)))
+    data = PretrainDataModule(data_cfg, cache, conf.seed)
     tokenizer = data.prepare()
     objective = build_objective(conf.objective, tokenizer)
     data.set_transform(objective.transform)
-    model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size)
+    model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size) if start is None else start.model_cfg
+    if start is not None:
+        _check_fits(conf, model_cfg)
     module = PretrainModule(
         objective, model_cfg, conf.optim, conf.trainer.max_steps, compile_backbone=conf.trainer.compile
     )
+    if start is not None:
+        _start_from(module, start, conf)
     n_params = sum(p.numel() for p in module.parameters())
-    log.info("Model: %s, %.2fM parameters; objective %s", conf.model.layout, n_params / 1e6, conf.objective["name"])
-    return data, tokenizer, module
+    log.info("Model: %s, %.2fM parameters; objective %s", model_cfg.layout, n_params / 1e6, conf.objective["name"])
+    return data, tokenizer, module, lineage
+
+
+def _check_fits(conf: TrainConfig, model_cfg: ModelConfig) -> None:
+    """The objective and the data must fit the architecture `init` brings."""
+    name = conf.objective["name"]
+    needed = objective_class(name).required_layout(conf.objective)
+    if model_cfg.layout != needed:
+        raise InputError(
+            f"objective={name} needs model.layout={needed}, but init={conf.init} is a {model_cfg.layout}; "
+            "choose an objective for that layout"
+        )
+    if conf.data.block_size > model_cfg.max_positions:
+        raise InputError(
+            f"data.block_size={conf.data.block_size} exceeds the max_positions={model_cfg.max_positions} of "
+            f"init={conf.init}; lower data.block_size"
+        )
+
+
+def _start_from(module: PretrainModule, start: ExportedRun, conf: TrainConfig) -> None:
+    """Load the starting run's backbone, and its head when it was trained on the same objective (else the
+    objective's head starts fresh)."""
+    source = f"init={conf.init}"
+    load_checked(module.backbone, strip_prefix(start.weights, "backbone."), source)
+    head = strip_prefix(start.weights, "head.")
+    if start.objective_name == conf.objective["name"] and head:
+        load_checked(module.head, head, source)
+        log.info("Starting from %s: backbone and %s head", conf.init, start.objective_name)
+    else:
+        log.info(
+            "Starting from %s (%s): backbone only; the %s head starts fresh",
+            conf.init,
+            start.objective_name,
+            conf.objective["name"],
+        )
 
 
 def _export(
