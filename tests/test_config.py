@@ -35,7 +35,7 @@ def test_every_option_of_every_group_composes_and_validates(compose_config, grou
         cfg = compose_config(f"{group}={option}")
         conf: TrainConfig = OmegaConf.to_object(cfg)
         if group == "data" and option == "text":
-            conf.data.files = [__file__]  # any existing file
+            conf.data.files = [str(ROOT / "requirements" / "lock.txt")]  # any existing text file
         if group == "trainer" and conf.trainer.accelerator == "gpu" and not torch.cuda.is_available():
             with pytest.raises(InputError, match="this machine has no CUDA GPU"):
                 validate_tree(conf)

@@ -150,3 +150,56 @@ def test_data_documents_where_it_would_be_ignored_is_refused(tmp_path, settings,
 
 def test_wikitext_grouping_applies_to_hub_rows():
     DataConfig(source="hub", hub=HubConfig(path="wikitext"), documents="wikitext").validate()
+
+
+def _compressed(path: Path, text: str) -> Path:
+    import gzip
+
+    import zstandard
+
+    data = text.encode()
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(data))
+    elif path.suffix == ".zst":
+        path.write_bytes(zstandard.ZstdCompressor().compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def test_globs_and_compressed_shards_read_as_the_plain_text(tmp_path):
+    shards = tmp_path / "shards"
+    (shards / "more").mkdir(parents=True)
+    texts = [f"shard {i} first paragraph\n\nshard {i} second paragraph\n" for i in range(4)]
+    names = ["shard-0.txt.gz", "shard-1.txt.zst", "shard-2.txt", "more/shard-3.txt.gz"]
+    for name, text in zip(names, texts, strict=True):
+        _compressed(shards / name, text)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("\n".join(texts))
+    cfg = _files_cfg(shards / "shard-*.txt*", shards / "**" / "shard-3.txt.gz")
+    cfg.validate()
+    expected = build_corpus(_files_cfg(plain), tmp_path / "hf")
+    got = build_corpus(cfg, tmp_path / "hf")
+    for split in ("train", "validation"):
+        assert list(got.documents(split)) == list(expected.documents(split))
+    assert "shard-0.txt.gz" in got.description
+
+
+def test_file_patterns_and_compressed_files_are_checked_before_reading(tmp_path):
+    from lmlab.data.file_sets import expand
+
+    with pytest.raises(FileNotFoundError, match=r"the pattern .*shard-\*\.txt matches no file"):
+        expand([str(tmp_path / "shard-*.txt")])
+    one = _compressed(tmp_path / "a.txt.gz", "text\n")
+    with pytest.raises(InputError, match="a.txt.gz'] more than once"):
+        expand([str(one), str(tmp_path / "*.gz")])
+    broken = tmp_path / "broken.txt.gz"
+    broken.write_bytes(one.read_bytes()[:12])
+    with pytest.raises(InputError, match="broken.txt.gz could not be decompressed"):
+        build_corpus(_files_cfg(broken), tmp_path / "hf")
+    packed = tmp_path / "d.parquet.gz"
+    packed.write_bytes(b"x")
+    with pytest.raises(InputError, match="compressed parquet"):
+        build_corpus(_files_cfg(packed), tmp_path / "hf")
+    with pytest.raises(InputError, match="one format per run"):
+        build_corpus(_files_cfg(one, _compressed(tmp_path / "b.jsonl.zst", '{"text": "x"}\n')), tmp_path / "hf")

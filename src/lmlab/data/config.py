@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmlab.config_schema import at_least, choice, require_file
+from lmlab.data import file_sets
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "files", "hub")
 DOCUMENT_SPLITTING = ("line", "paragraph", "wikitext")
-TEXT_SUFFIXES = (".txt", ".text")
 TOKENIZER_KINDS = ("wordpiece", "bpe", "unigram")
 
 
@@ -97,8 +97,7 @@ class DataConfig:
         if self.source == "files" and not self.files:
             raise InputError("data.source=files needs data.files=[path, ...]; none given")
         if self.source == "files":
-            for path in self.files:
-                require_file(path, "data.files")
+            file_sets.one_format(file_sets.expand(self.files))
         if self.source == "hub" and not self.hub.path:
             raise InputError("data.source=hub needs data.hub.path (a hub dataset name or a local directory)")
         if not 0.0 < self.validation_fraction < 0.5:
@@ -113,7 +112,7 @@ class DataConfig:
         if self.source == "synthetic":
             where = "the synthetic world generates whole documents"
         elif self.source == "files":
-            not_text = [f for f in self.files if Path(f).suffix.lower() not in TEXT_SUFFIXES]
+            not_text = [f for f in self.files if file_sets.file_format(Path(f)) != "text"]
             if not_text:
                 where = f"{not_text} are record files (one document per row)"
         elif self.source == "hub" and self.documents != "wikitext":

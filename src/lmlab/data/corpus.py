@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
+from lmlab.data import file_sets
 from lmlab.data.cache import file_digest, fingerprint
 from lmlab.data.config import DataConfig
 from lmlab.data.synthetic import GENERATOR_VERSION, World
@@ -19,11 +20,10 @@ from lmlab.data.text_files import MAX_LINE_BYTES, inspect_text_file
 from lmlab.errors import InputError, MissingInputFile
 
 SPLITS = ("train", "validation")
-_FILE_FORMATS = {".txt": "text", ".text": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
-# Part of a files corpus' fingerprint: caches of text read differently (v1 split paragraphs on "\n\n" only) are
-# not reused.
-_TEXT_READER_VERSION = 2
+# Part of a files corpus' fingerprint: caches of text read differently (v1 split paragraphs on "\n\n" only; v2
+# carried a paragraph on from one file into the next) are not reused.
+_TEXT_READER_VERSION = 3
 
 
 @dataclass
@@ -70,30 +70,20 @@ def _synthetic_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
 
 
 def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
-    paths = [Path(f).expanduser().resolve() for f in cfg.files]
-    for path in paths:
-        if not path.is_file():
-            raise MissingInputFile(f"data.files: {path} does not exist or is not a file")
-    suffixes = {p.suffix.lower() for p in paths}
-    unknown = suffixes - set(_FILE_FORMATS)
-    if unknown or len({_FILE_FORMATS[s] for s in suffixes - unknown}) > 1:
-        raise InputError(
-            f"data.files must all have one of the formats {sorted(_FILE_FORMATS)} (one format per run); "
-            f"got suffixes {sorted(suffixes)}"
-        )
-    builder = _FILE_FORMATS[paths[0].suffix.lower()]
+    paths = file_sets.expand(cfg.files)
+    builder = file_sets.one_format(paths)
     if builder != "parquet":
         for path in paths:
             # A .txt line is read whole (a document, or part of one); a JSON line is one record however long.
             inspect_text_file(path, "data.files", MAX_LINE_BYTES if builder == "text" else None)
 
-    def documents(split: str) -> Iterator[str]:
+    def load(files: list[Path]):
         import datasets
 
         try:
             ds = datasets.load_dataset(
                 builder,
-                data_files=[str(p) for p in paths],
+                data_files=[str(p) for p in files],
                 split="train",
                 cache_dir=str(hf_cache_dir),
                 # Text is read line by line and grouped here: whitespace-only lines separate paragraphs too.
@@ -102,10 +92,16 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
         except datasets.exceptions.DatasetGenerationError as err:
             cause = err.__cause__ or err
             raise InputError(
-                f"data.files {[str(p) for p in paths]} could not be read as {builder}: {type(cause).__name__}: {cause}"
+                f"data.files {[str(p) for p in files]} could not be read as {builder}: {type(cause).__name__}: {cause}"
             ) from err
-        _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in paths]}")
-        docs = _group(ds[cfg.text_column], cfg.documents) if builder == "text" else ds[cfg.text_column]
+        _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in files]}")
+        return ds[cfg.text_column]
+
+    def documents(split: str) -> Iterator[str]:
+        # Lines are grouped into documents file by file: the end of a file ends its last document.
+        docs = (
+            (doc for path in paths for doc in _group(load([path]), cfg.documents)) if builder == "text" else load(paths)
+        )
         yield from _stride_split(docs, split, cfg)
 
     digests = [file_digest(p) for p in paths]
@@ -119,7 +115,8 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
         cfg.validation_fraction,
         cfg.max_documents,
     )
-    return Corpus(fp, f"local files {[p.name for p in paths]}", documents)
+    shown = [p.name for p in paths[:5]] + ([f"... ({len(paths)} files)"] if len(paths) > 5 else [])
+    return Corpus(fp, f"local files {shown}", documents)
 
 
 def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:

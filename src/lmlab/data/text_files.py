@@ -9,7 +9,9 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from lmlab.data.file_sets import DECOMPRESSION_ERRORS, open_bytes
 from lmlab.errors import InputError, MissingInputFile
 
 CHUNK_BYTES = 1 << 20
@@ -27,15 +29,16 @@ class TextFileStats:
 
 def inspect_text_file(path: Path, what: str, max_line_bytes: int | None = MAX_LINE_BYTES) -> TextFileStats:
     """Check that `path` (named as `what` in errors, e.g. "data.files") is non-empty UTF-8 text (a BOM is allowed)
-    without NUL bytes whose lines are at most `max_line_bytes` long; count its lines."""
+    without NUL bytes whose lines are at most `max_line_bytes` long; count its lines. A .gz or .zst file is checked
+    as the text it holds; a corrupt one is refused."""
     if not path.is_file():
         raise MissingInputFile(f"{what}: {path} does not exist or is not a file")
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = blank = 0  # complete lines seen so far
     line_bytes, line_blank = 0, True  # the line being read
     offset = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
+    with open_bytes(path) as f:
+        while chunk := _read(f, path, what):
             nul = chunk.find(b"\0")
             if nul >= 0:
                 raise InputError(
@@ -69,6 +72,13 @@ def inspect_text_file(path: Path, what: str, max_line_bytes: int | None = MAX_LI
     if lines == blank:
         raise InputError(f"{what}: {path} is empty (no text in it)")
     return TextFileStats(lines, blank)
+
+
+def _read(f: BinaryIO, path: Path, what: str) -> bytes:
+    try:
+        return f.read(CHUNK_BYTES)
+    except DECOMPRESSION_ERRORS as err:
+        raise InputError(f"{what}: {path} could not be decompressed: {type(err).__name__}: {err}") from err
 
 
 def _check_length(length: int, line: int, path: Path, what: str, max_line_bytes: int | None) -> None:
