@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, differ, linear, require
+from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, linear, require
 from lmlab.models import ModelConfig
 
 LAYOUT: dict[str, Any] = {
@@ -22,9 +22,8 @@ LAYOUT: dict[str, Any] = {
 
 class Bert(Mapping):
     model_type = "bert"
-
-    def refusals(self, cfg: ModelConfig) -> list[str]:
-        return differ(cfg, LAYOUT, "BERT")
+    name = "BERT"
+    layout = LAYOUT
 
     def hf_config(self, cfg: ModelConfig) -> dict[str, Any]:
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, differ, linear, require
+from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, linear, require
 from lmlab.models import ModelConfig
 
 LAYOUT: dict[str, Any] = {
@@ -21,9 +21,8 @@ LAYOUT: dict[str, Any] = {
 
 class GPT2(Mapping):
     model_type = "gpt2"
-
-    def refusals(self, cfg: ModelConfig) -> list[str]:
-        return differ(cfg, LAYOUT, "GPT-2")
+    name = "GPT-2"
+    layout = LAYOUT
 
     def hf_config(self, cfg: ModelConfig) -> dict[str, Any]:
         return {

@@ -13,7 +13,6 @@ from lmlab.hf.mapping import (
     ACTIVATIONS,
     Mapping,
     Rule,
-    differ,
     linear,
     require,
     rotary_halves,
@@ -35,9 +34,8 @@ LAYOUT: dict[str, Any] = {
 
 class Llama(Mapping):
     model_type = "llama"
-
-    def refusals(self, cfg: ModelConfig) -> list[str]:
-        return differ(cfg, LAYOUT, "Llama")
+    name = "Llama"
+    layout = LAYOUT
 
     def hf_config(self, cfg: ModelConfig) -> dict[str, Any]:
         return {

@@ -92,13 +92,15 @@ _SYNONYMS = {"gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "swish": "silu"}
 
 
 class Mapping:
-    """One HF architecture: its `model_type` and the four functions below."""
+    """One HF architecture: its `model_type`, the lmlab options its `layout` fixes, and the functions below."""
 
     model_type = ""
+    name = ""
+    layout: dict[str, Any] = {}
 
     def refusals(self, cfg: ModelConfig) -> list[str]:
         """Why `cfg` has no exact counterpart in this architecture, one reason per option (empty: it maps)."""
-        raise NotImplementedError
+        return differ(cfg, self.layout, self.name)
 
     def hf_config(self, cfg: ModelConfig) -> dict[str, Any]:
         """The HF config's fields for `cfg` (without the token ids, which the export adds)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, differ, linear, require, same, scaled_query, unscaled_query
+from lmlab.hf.mapping import ACTIVATIONS, Mapping, Rule, linear, require, same, scaled_query, unscaled_query
 from lmlab.models import ModelConfig
 
 LAYOUT: dict[str, Any] = {
@@ -28,9 +28,8 @@ LAYOUT: dict[str, Any] = {
 
 class T5(Mapping):
     model_type = "t5"
-
-    def refusals(self, cfg: ModelConfig) -> list[str]:
-        return differ(cfg, LAYOUT, "T5")
+    name = "T5"
+    layout = LAYOUT
 
     def hf_config(self, cfg: ModelConfig) -> dict[str, Any]:
         act = ACTIVATIONS[cfg.activation]
