@@ -346,7 +346,8 @@ def test_continued_mlm_from_hf_bert_and_a_finetune_from_hf_gpt2_record_their_sou
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True)
     assert list(hf.config.id2label.values()) == json.loads((tmp_path / "ft" / "export" / "labels.json").read_text())
     card = (out / "README.md").read_text()
-    assert f"lmlab.pretrained: `hf:{tmp_path / 'gpt2'}`" in card and "val/acc" in card
+    assert f"lmlab.pretrained: `hf:{tmp_path / 'gpt2'}`" in card and "lmlab.hf_model_type: `gpt2`" in card
+    assert "task: `synthetic_topic` (classification); steps: 10" in card and "| val/acc |" in card
 
 
 def _cfg(**options) -> ModelConfig:

@@ -41,7 +41,15 @@ def run_facts(run: ExportedRun, source: str, tracking_uri: str) -> dict[str, Any
 def model_card(run: ExportedRun, export: HFExport, pipeline_task: str, facts: dict[str, Any]) -> str:
     cfg = run.model_cfg
     tags = facts.get("tags", {})
-    lineage = {k: v for k, v in tags.items() if k.startswith(("lmlab.pretrained", "lmlab.reward", "lmlab.parent"))}
+    lineage = {
+        k: v for k, v in tags.items() if k.startswith(("lmlab.pretrained", "lmlab.hf_", "lmlab.reward", "lmlab.parent"))
+    }
+    # A fine-tune was trained on a task; other stages on an objective.
+    trained_on = (
+        f"task: `{tags['lmlab.task']}` ({tags.get('lmlab.task_family', '?')})"
+        if "lmlab.task" in tags
+        else f"objective: `{run.objective_name}`"
+    )
     remote = ", trust_remote_code=True" if export.trust_remote_code else ""
     metrics = "\n".join(f"| {k} | {v:.4g} |" for k, v in facts.get("metrics", {}).items())
     front = {
@@ -66,7 +74,7 @@ def model_card(run: ExportedRun, export: HFExport, pipeline_task: str, facts: di
         "",
         "## How it was made",
         "",
-        f"- objective: `{run.objective_name}`; steps: {run.global_step}",
+        f"- {trained_on}; steps: {run.global_step}",
         f"- architecture: lmlab `model.layout={cfg.layout}`, {cfg.n_layers} layers, d_model {cfg.d_model}, "
         f"{cfg.n_heads} heads, vocabulary {cfg.vocab_size}, exported as `{export.model_type}`",
         f"- data fingerprint: `{tags.get('lmlab.data_fingerprint', 'not recorded')}`; tokenizer fingerprint: "
