@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,9 +69,17 @@ def _with_stand_ins(words: list[str], files: Path) -> list[str]:
     out = []
     for word in words:
         word = re.sub(r"=\.\.\.$", "=outputs/some-run", word)
-        word = re.sub(r"(/path/[\w./-]+|\.\./shared/[\w./-]+|held_out\.txt)", str(files / "corpus.txt"), word)
+        word = re.sub(r"(/path/[\w./-]+|\.\./shared/[\w./-]+|held_out\.txt)", lambda m: _stand_in(m[0], files), word)
         out.append(word)
     return out
+
+
+def _stand_in(path: str, files: Path) -> str:
+    """A small text file standing in for `path`, one per distinct path (data.files refuses a file named twice)."""
+    stand_in = files / re.sub(r"[^\w.-]", "_", path)
+    if not stand_in.exists():
+        shutil.copyfile(files / "corpus.txt", stand_in)
+    return str(stand_in)
 
 
 @pytest.fixture(scope="module")
