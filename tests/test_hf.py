@@ -141,7 +141,7 @@ def test_an_exported_t5_gives_the_same_logits_and_generation(tokenizer, tmp_path
     result, hf = _exported(tmp_path, _export(tmp_path / "run", backbone, nn.Identity(), tokenizer, "span"))
     assert result.model_class == "T5ForConditionalGeneration"
     ids, mask = _batch(tokenizer)
-    cls = tokenizer.token_id(CLS)
+    cls, sep = tokenizer.token_id(CLS), tokenizer.token_id(SEP)
     target = torch.cat([torch.full((2, 1), cls), ids[:, :5]], dim=1)
     with torch.no_grad():
         ours = backbone.output_projection(backbone.decode(target, backbone(ids, mask), mask))
@@ -150,17 +150,10 @@ def test_an_exported_t5_gives_the_same_logits_and_generation(tokenizer, tmp_path
 
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(result.path))
     source = torch.tensor([hf_tok(TEXTS[0])["input_ids"]])
-    assert source[0].tolist() == [
-        *tokenizer.tokenizer.encode(TEXTS[0], add_special_tokens=False).ids,
-        SEP_ID(tokenizer),
-    ]
-    ours_out = generate(backbone, source, GenerationConfig(max_new_tokens=20), stop_id=SEP_ID(tokenizer), start_id=cls)
+    assert source[0].tolist() == [*tokenizer.tokenizer.encode(TEXTS[0], add_special_tokens=False).ids, sep]
+    ours_out = generate(backbone, source, GenerationConfig(max_new_tokens=20), stop_id=sep, start_id=cls)
     theirs_out = hf.generate(source, max_new_tokens=20, do_sample=False)
     assert theirs_out.tolist() == ours_out.tolist()
-
-
-def SEP_ID(tokenizer: TrainedTokenizer) -> int:
-    return tokenizer.token_id(SEP)
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
