@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers (one per core); each test file runs whole on one worker, in order
+WORKERS ?= auto
+XDIST  := -n $(WORKERS) --dist loadfile
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help
@@ -32,10 +35,10 @@ train: $(STAMP) ## run the default pretraining (tiny model, MLM, synthetic world
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP) ## the everyday loop: every test not marked slow (about 6 min on 2 cores)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 test-all: $(STAMP) services ## every test: the slow end-to-end ones and (as root) the Slurm and PostgreSQL ones too; CI runs this
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 services: ## as root: start the local services the integration tests use (else their tests are skipped)
 	@if [ "$$(id -u)" -eq 0 ]; then scripts/slurm_cluster.sh start && scripts/tracking_server.sh install; \

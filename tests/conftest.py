@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -38,6 +39,13 @@ TINY = [
 ]
 
 register_configs()
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # Workers share the cores (`make test-all` runs one per core), so each takes its share of threads, it and the
+    # runs it starts; the tiny models of the tests run no faster on more.
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
 
 
 def entry_points() -> dict[str, tuple[str, type]]:
