@@ -122,6 +122,7 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> PretrainDataModu
     cfg.world.validation_documents = 20
     cfg.tokenizer.vocab_size = 600
     cfg.block_size = 64
+    cfg.tokenize.shard_documents = 64  # 4 shards: every objective reads across shard ends
     data = PretrainDataModule(cfg, tmp_path_factory.mktemp("cache"), seed=0)
     data.prepare()
     return data

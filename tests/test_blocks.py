@@ -23,12 +23,14 @@ def test_packing_keeps_every_token_exactly_once(n_tokens, block):
 
 
 def test_packed_blocks_on_real_cache_respect_document_separators(synthetic_data, tokenizer):
-    train = synthetic_data.splits["train"]
+    stream = synthetic_data.splits["train"].stream
+    assert len(stream.streams) == 4  # shards of 64 documents
     sep = tokenizer.token_id("[SEP]")
-    # every document ends with [SEP] at the position just before the next document's offset
-    assert (np.asarray(train.tokens)[train.offsets[1:] - 1] == sep).all()
+    # every document ends with [SEP] at the position just before the next document's start
+    ends = [stream.document_start(i) - 1 for i in range(1, stream.n_documents)] + [stream.n_tokens - 1]
+    assert (stream.slice(0, stream.n_tokens)[ends] == sep).all()
     blocks = synthetic_data.blocks("train")
-    assert sum(blocks[i].n_real for i in range(len(blocks))) == len(train.tokens)
+    assert sum(blocks[i].n_real for i in range(len(blocks))) == stream.n_tokens
 
 
 def test_empty_stream_is_refused():
@@ -81,19 +83,21 @@ def test_dataset_and_collate_add_padding_mask_only_when_needed():
 
 
 def test_blocks_know_their_sentences_and_documents(synthetic_data, tokenizer):
-    train = synthetic_data.splits["train"]
     stream = synthetic_data.blocks("train").stream
-    tokens = np.asarray(train.tokens)
-    assert set(train.offsets[:-1]) <= set(train.sentence_starts)  # every document starts a sentence
-    assert len(train.sentence_starts) > 3 * train.n_documents
+    tokens = stream.slice(0, stream.n_tokens)
+    documents = np.asarray([stream.document_start(i) for i in range(stream.n_documents)])
+    sentences = stream.sentences_between(0, stream.n_tokens)
+    assert set(documents) <= set(sentences)  # every document starts a sentence
+    assert len(sentences) > 3 * stream.n_documents
     # the token before a sentence start (inside a document) ends a sentence
-    inner = np.setdiff1d(train.sentence_starts, train.offsets)
+    inner = np.setdiff1d(sentences, documents)
     last_tokens = {tokenizer.tokenizer.id_to_token(int(t)) for t in tokens[inner - 1]}
     assert last_tokens <= {".", "!", "?", '"', "'", ")"}
     block = synthetic_data.blocks("train")[5]
     starts = block.sentence_starts()
     assert starts[0] == 0 and (np.diff(starts) > 0).all() and starts[-1] < block.n_real
-    assert stream.document_bounds(int(train.offsets[3])) == (int(train.offsets[3]), int(train.offsets[4]))
+    assert stream.document_bounds(int(documents[3])) == (int(documents[3]), int(documents[4]))
+    assert stream.document_index(int(documents[4]) - 1) == 3
 
 
 def test_standalone_block_is_one_document_and_sentence():

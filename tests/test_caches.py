@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmlab.data import token_cache
-from lmlab.data.config import DataConfig, TokenizerConfig
+from lmlab.data.config import DataConfig, TokenizeConfig, TokenizerConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import load_or_build
 from lmlab.data.tokenizer import SPECIAL_TOKENS, load_or_train_tokenizer
@@ -23,6 +23,10 @@ def _corpus(tmp_path, seed: int = 0):
 
 
 TOK = TokenizerConfig(vocab_size=400)
+
+
+def _tokens(cached: token_cache.TokenArray) -> np.ndarray:
+    return cached.stream.slice(0, cached.n_tokens)
 
 
 def test_tokenizer_is_trained_once_and_reused(tmp_path, caplog):
@@ -78,10 +82,10 @@ def test_token_cache_is_built_once_then_reused(tmp_path, caplog, monkeypatch):
     # a reuse must not tokenize anything: make tokenizing impossible
     monkeypatch.setattr(token_cache, "_chunks", lambda *a: pytest.fail("re-tokenized a cached split"))
     again = load_or_build(corpus, tok, "train", tmp_path)
-    assert np.array_equal(np.asarray(again.tokens), np.asarray(built.tokens))
-    assert again.tokens.dtype == np.uint16
+    assert np.array_equal(_tokens(again), _tokens(built))
+    assert again.stream.streams[0].tokens.dtype == np.uint16
     expected = sum(len(tok.tokenizer.encode(d, add_special_tokens=False).ids) + 1 for d in corpus.documents("train"))
-    assert len(built.tokens) == expected and built.n_documents == 120
+    assert built.n_tokens == expected and built.n_documents == 120
 
 
 def test_token_cache_invalidated_by_tokenizer_or_data(tmp_path):
@@ -98,14 +102,14 @@ def test_token_cache_invalidated_by_tokenizer_or_data(tmp_path):
 def test_corrupt_token_cache_is_rebuilt(tmp_path, caplog):
     corpus = _corpus(tmp_path)
     tok = load_or_train_tokenizer(corpus, TOK, tmp_path)
-    built = load_or_build(corpus, tok, "train", tmp_path)
-    good = np.asarray(built.tokens).copy()
-    path = tmp_path / "tokens" / built.fingerprint / "tokens.bin"
+    built = load_or_build(corpus, tok, "train", tmp_path, TokenizeConfig(shard_documents=50))
+    good = _tokens(built)
+    path = tmp_path / "tokens" / built.fingerprint / "shard-00001" / "tokens.bin"
     path.write_bytes(path.read_bytes()[:100])  # truncated, as by a crash or a full disk
     caplog.set_level(logging.WARNING)
-    rebuilt = load_or_build(corpus, tok, "train", tmp_path)
-    assert "inconsistent" in caplog.text
-    assert np.array_equal(np.asarray(rebuilt.tokens), good)
+    rebuilt = load_or_build(corpus, tok, "train", tmp_path, TokenizeConfig(shard_documents=50))
+    assert "shard-00001 is inconsistent" in caplog.text
+    assert np.array_equal(_tokens(rebuilt), good)
 
 
 def test_failed_build_leaves_no_cache_entry(tmp_path):

@@ -18,7 +18,7 @@ def mlm(tokenizer: TrainedTokenizer):
 
 @pytest.fixture(scope="module")
 def stream(synthetic_data) -> np.ndarray:
-    return np.asarray(synthetic_data.splits["train"].tokens, dtype=np.int64)
+    return synthetic_data.splits["train"].stream.slice(0, synthetic_data.splits["train"].n_tokens)
 
 
 def _stats(mlm, stream: np.ndarray, n_blocks: int = 300, block: int = 64, epoch: int = 0):

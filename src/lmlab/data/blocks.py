@@ -14,7 +14,10 @@ from lmlab.errors import InputError
 
 @dataclass(frozen=True)
 class TokenStream:
-    """One split as a flat token array, with where its documents and sentences start (sorted positions)."""
+    """One run of documents as a flat token array, with where its documents and sentences start (sorted positions).
+
+    A split's token cache is a sequence of these (`ShardedStream`); both read alike.
+    """
 
     tokens: np.ndarray
     document_starts: np.ndarray
@@ -24,16 +27,93 @@ class TokenStream:
     def single_document(cls, tokens: np.ndarray, sentence_starts: Sequence[int] = (0,)) -> TokenStream:
         return cls(tokens, np.zeros(1, dtype=np.int64), np.asarray(sentence_starts, dtype=np.int64))
 
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_documents(self) -> int:
+        return len(self.document_starts)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        """Tokens [start, end) as int64."""
+        return np.asarray(self.tokens[start:end], dtype=np.int64)
+
+    def document_start(self, index: int) -> int:
+        return int(self.document_starts[index])
+
+    def document_index(self, position: int) -> int:
+        """The document holding `position`."""
+        return int(np.searchsorted(self.document_starts, position, side="right")) - 1
+
     def document_bounds(self, position: int) -> tuple[int, int]:
         """[start, end) of the document holding `position`."""
-        doc = int(np.searchsorted(self.document_starts, position, side="right")) - 1
+        doc = self.document_index(position)
         end = self.document_starts[doc + 1] if doc + 1 < len(self.document_starts) else len(self.tokens)
         return int(self.document_starts[doc]), int(end)
 
     def sentences_between(self, start: int, end: int) -> np.ndarray:
         """Start positions of the sentences that start in [start, end)."""
         lo, hi = np.searchsorted(self.sentence_starts, [start, end], side="left")
-        return self.sentence_starts[lo:hi]
+        return np.asarray(self.sentence_starts[lo:hi], dtype=np.int64)
+
+
+class ShardedStream:
+    """Streams read one after another as one: positions run on across them. Documents never straddle two, so each
+    question about a document or its sentences is answered by one stream (and reads only its pages of a memmap)."""
+
+    def __init__(self, streams: Sequence[TokenStream]) -> None:
+        self.streams = list(streams)
+        self.bases = np.cumsum([0] + [s.n_tokens for s in self.streams])
+        self.document_bases = np.cumsum([0] + [s.n_documents for s in self.streams])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.bases[-1])
+
+    @property
+    def n_documents(self) -> int:
+        return int(self.document_bases[-1])
+
+    def _at(self, position: int) -> int:
+        return int(np.searchsorted(self.bases, position, side="right")) - 1
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        end = min(end, self.n_tokens)
+        pieces = []
+        while start < end:
+            k = self._at(start)
+            base = int(self.bases[k])
+            piece = self.streams[k].slice(start - base, end - base)
+            pieces.append(piece)
+            start += len(piece)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+
+    def document_start(self, index: int) -> int:
+        k = int(np.searchsorted(self.document_bases, index, side="right")) - 1
+        return int(self.bases[k]) + self.streams[k].document_start(index - int(self.document_bases[k]))
+
+    def document_index(self, position: int) -> int:
+        k = self._at(position)
+        return int(self.document_bases[k]) + self.streams[k].document_index(position - int(self.bases[k]))
+
+    def document_bounds(self, position: int) -> tuple[int, int]:
+        k = self._at(position)
+        base = int(self.bases[k])
+        start, end = self.streams[k].document_bounds(position - base)
+        return start + base, end + base
+
+    def sentences_between(self, start: int, end: int) -> np.ndarray:
+        found = [np.zeros(0, dtype=np.int64)]
+        for k in range(self._at(start), len(self.streams)):
+            base = int(self.bases[k])
+            if base >= end:
+                break
+            found.append(self.streams[k].sentences_between(max(start - base, 0), end - base) + base)
+        return np.concatenate(found)
+
+
+Stream = TokenStream | ShardedStream
 
 
 @dataclass(frozen=True)
@@ -46,8 +126,8 @@ class Block:
 
     ids: np.ndarray  # int64, block_size long, padded with the pad id after n_real
     n_real: int
-    start: int  # position of ids[0] in stream.tokens
-    stream: TokenStream
+    start: int  # position of ids[0] in the stream
+    stream: Stream
     batch_key: tuple[int, int, int] = (0, 0, 0)
 
     @classmethod
@@ -74,19 +154,19 @@ class PackedBlocks:
     which is padded with `pad_id` when the stream does not divide evenly.
     """
 
-    def __init__(self, stream: TokenStream, block_size: int, pad_id: int) -> None:
-        if len(stream.tokens) == 0:
+    def __init__(self, stream: Stream, block_size: int, pad_id: int) -> None:
+        if stream.n_tokens == 0:
             raise InputError("cannot cut blocks from an empty token stream")
         self.stream = stream
         self.block_size = block_size
         self.pad_id = pad_id
 
     def __len__(self) -> int:
-        return -(-len(self.stream.tokens) // self.block_size)
+        return -(-self.stream.n_tokens // self.block_size)
 
     def __getitem__(self, index: int) -> Block:
         start = index * self.block_size
-        real = np.asarray(self.stream.tokens[start : start + self.block_size], dtype=np.int64)
+        real = self.stream.slice(start, start + self.block_size)
         ids = real
         if len(real) < self.block_size:
             ids = np.full(self.block_size, self.pad_id, dtype=np.int64)

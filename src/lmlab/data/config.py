@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class HubConfig:
     path: str = ""
     name: str | None = None
     revision: str | None = None
+    # The repository's sub-directory holding the data files (e.g. a parquet conversion branch's config directory).
+    data_dir: str | None = None
     train_split: str = "train"
     validation_split: str | None = "validation"
     streaming: bool = False
@@ -48,12 +51,16 @@ class TokenizerConfig:
     sentinels: int = 100
     # A trained tokenizer.json to load instead of training one.
     path: str | None = None
+    # Train on the first this many training documents (null: all of them); a web corpus needs no more than a sample.
+    train_documents: int | None = None
 
     def validate(self) -> None:
         from lmlab.data.tokenizer import SPECIAL_TOKENS  # the tokenizer module builds on this one
 
         choice("data.tokenizer.kind", self.kind, TOKENIZER_KINDS)
         at_least("data.tokenizer.sentinels", self.sentinels, 0)
+        if self.train_documents is not None:
+            at_least("data.tokenizer.train_documents", self.train_documents, 1)
         n_special = len(SPECIAL_TOKENS) + self.sentinels
         if self.path is None and self.vocab_size <= n_special:
             raise InputError(
@@ -62,6 +69,19 @@ class TokenizerConfig:
             )
         if self.path:
             require_file(self.path, "data.tokenizer.path")
+
+
+@dataclass
+class TokenizeConfig:
+    """How the corpus becomes the token cache: in shards of `shard_documents` documents, each written whole (an
+    interrupted tokenization resumes at the first missing shard), by `num_proc` processes."""
+
+    num_proc: int = 1
+    shard_documents: int = 8192
+
+    def validate(self) -> None:
+        at_least("data.tokenize.num_proc", self.num_proc, 1)
+        at_least("data.tokenize.shard_documents", self.shard_documents, 1)
 
 
 @dataclass
@@ -79,7 +99,12 @@ class DataConfig:
     # Without a validation split, every round(1/validation_fraction)-th document is held out.
     validation_fraction: float = 0.05
     max_documents: int | None = None
+    # Tokenize only the first documents of the training split that hold this many tokens (in whole shards, so up to a
+    # shard more), and of the validation split max_tokens * validation_fraction / (1 - validation_fraction). The run
+    # trains on exactly those. null: the whole corpus. 20e9 is accepted (a whole number written as a float).
+    max_tokens: float | None = None
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     block_size: int = 128
     batch_size: int = 32
     num_workers: int = 0
@@ -105,6 +130,16 @@ class DataConfig:
         for key in ("block_size", "batch_size"):
             if getattr(self, key) < 1:
                 raise InputError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_tokens is not None and (self.max_tokens < 1 or self.max_tokens != int(self.max_tokens)):
+            raise InputError(f"data.max_tokens={self.max_tokens!r}: expected a whole number of tokens >= 1, or null")
+
+    def token_limit(self, split: str) -> int | None:
+        """How many tokens of `split` the run needs (None: all)."""
+        if self.max_tokens is None:
+            return None
+        if split == "train":
+            return int(self.max_tokens)
+        return math.ceil(self.max_tokens * self.validation_fraction / (1 - self.validation_fraction))
 
     def _check_documents_apply(self) -> None:
         """data.documents splits lines of text; where the source has none it would be ignored."""

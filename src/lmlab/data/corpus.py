@@ -130,7 +130,12 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
             loaded = datasets.load_from_disk(str(local))
         else:
             loaded = datasets.load_dataset(
-                h.path, h.name, revision=h.revision, streaming=h.streaming, cache_dir=str(hf_cache_dir)
+                h.path,
+                h.name,
+                revision=h.revision,
+                data_dir=h.data_dir,
+                streaming=h.streaming,
+                cache_dir=str(hf_cache_dir),
             )
     except FileNotFoundError as err:
         raise MissingInputFile(f"data.hub.path={h.path!r} (name={h.name!r}) could not be loaded: {err}") from err
@@ -156,8 +161,9 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
         yield from islice(_rows_as_documents(loaded[name], cfg), cfg.max_documents)
 
     identity = [getattr(loaded[s], "_fingerprint", None) for s in loaded] if not h.streaming else []
+    source = {k: v for k, v in asdict(h).items() if not (k == "data_dir" and v is None)}  # as before data_dir
     fp = fingerprint(
-        "hub", asdict(h), identity, cfg.documents, cfg.text_column, cfg.validation_fraction, cfg.max_documents
+        "hub", source, identity, cfg.documents, cfg.text_column, cfg.validation_fraction, cfg.max_documents
     )
     return Corpus(fp, f"dataset {h.path}" + (f" ({h.name})" if h.name else ""), documents)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, TokenStream, Transform, collate
+from lmlab.data.blocks import BlockDataset, EpochSampler, PackedBlocks, Transform, collate
 from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import TokenArray, load_or_build
@@ -55,7 +55,10 @@ class PretrainDataModule(pl.LightningDataModule):
         corpus = build_corpus(self.cfg, self.cache_dir / "hf")
         self.corpus_fingerprint = corpus.fingerprint
         self.tokenizer = load_or_train_tokenizer(corpus, self.cfg.tokenizer, self.cache_dir)
-        self.splits = {s: load_or_build(corpus, self.tokenizer, s, self.cache_dir) for s in splits}
+        self.splits = {
+            s: load_or_build(corpus, self.tokenizer, s, self.cache_dir, self.cfg.tokenize, self.cfg.token_limit(s))
+            for s in splits
+        }
         # Batches are memmap slices from here on; forked loader workers must not inherit tokenizer threads.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         return self.tokenizer
@@ -65,9 +68,7 @@ class PretrainDataModule(pl.LightningDataModule):
 
     def blocks(self, split: str) -> PackedBlocks:
         assert self.tokenizer is not None, "call prepare() first"
-        cached = self.splits[split]
-        stream = TokenStream(cached.tokens, cached.offsets[:-1], cached.sentence_starts)
-        return PackedBlocks(stream, self.cfg.block_size, self.tokenizer.token_id(PAD))
+        return PackedBlocks(self.splits[split].stream, self.cfg.block_size, self.tokenizer.token_id(PAD))
 
     def _loader(self, split: str) -> DataLoader:
         if self._transform is None:

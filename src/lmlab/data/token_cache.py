@@ -1,19 +1,19 @@
-"""The corpus tokenized once into a flat memory-mapped array with document offsets.
+"""A split of the corpus tokenized once into a directory of shards (`lmlab.data.shards`), read as one stream.
 
-Layout of one cache entry (a directory named by fingerprint):
-    tokens.bin    every document's ids followed by [SEP], concatenated (uint16 if the vocab fits, else uint32)
-    offsets.npy   int64, n_documents + 1 start positions into tokens.bin
-    sentences.npy int64, the start position of every sentence (each document's first token included)
-    meta.json     dtype, counts and the fingerprints it was built from
+Shard k holds documents [k * shard_documents, (k + 1) * shard_documents) of the split, so every shard is known by its
+number alone: a rerun keeps the shards already written (a tokenization killed halfway resumes where it stopped), a
+run that needs only the first `limit` tokens tokenizes only the shards that hold them, and a later run that needs
+more appends the next shards. `complete.json` marks a split tokenized to its end.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -21,117 +21,135 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlab.data.cache import atomic_directory, fingerprint
+from lmlab.data.blocks import ShardedStream, TokenStream
+from lmlab.data.cache import fingerprint
+from lmlab.data.config import TokenizeConfig
 from lmlab.data.corpus import Corpus
+from lmlab.data.shards import ShardCounts, read_shard, shard_dir, shard_writer, write_shard
 from lmlab.data.tokenizer import SEP, TrainedTokenizer
 from lmlab.errors import InputError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-# A sentence ends at ., ! or ? (possibly followed by closing quotes/brackets) before whitespace. The next
-# sentence's first token is the first one starting at or after that end (byte-level BPE tokens own the space).
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*(?=\s)")
-_CHUNK_DOCUMENTS = 2048
+CACHE_VERSION = 3
+COMPLETE = "complete.json"
 
 
 @dataclass
 class TokenArray:
-    tokens: np.ndarray  # memory-mapped, read-only
-    offsets: np.ndarray
-    sentence_starts: np.ndarray
+    """The shards a run reads, and a fingerprint of exactly those."""
+
+    stream: ShardedStream
     fingerprint: str
 
     @property
+    def n_tokens(self) -> int:
+        return self.stream.n_tokens
+
+    @property
     def n_documents(self) -> int:
-        return len(self.offsets) - 1
+        return self.stream.n_documents
 
 
-def load_or_build(corpus: Corpus, tokenizer: TrainedTokenizer, split: str, cache_dir: Path) -> TokenArray:
-    fp = fingerprint("tokens", CACHE_VERSION, corpus.fingerprint, tokenizer.fingerprint, split)
-    final = cache_dir / "tokens" / fp
-    cached = _load(final, fp)
-    if cached is not None:
-        log.info(
-            "Reusing token cache %s for %s (%d tokens, %d documents)",
-            fp,
-            split,
-            len(cached.tokens),
-            cached.n_documents,
-        )
-        return cached
-    if final.exists():
-        shutil.rmtree(final)
-    log.info("Tokenizing the %s split of %s into %s", split, corpus.description, final)
-    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-    sep = tokenizer.token_id(SEP)
-    offsets = [0]
-    sentences: list[np.ndarray] = []
-    with atomic_directory(final) as tmp:
-        with open(tmp / "tokens.bin", "wb") as out:
-            progress = tqdm(desc=f"tokenizing {split}", unit="docs", leave=False, disable=None)  # none off a TTY
-            for chunk in _chunks(corpus.documents(split), _CHUNK_DOCUMENTS):
-                encodings = tokenizer.tokenizer.encode_batch(chunk, add_special_tokens=False)
-                for text, enc in zip(chunk, encodings, strict=True):
-                    ids = np.asarray(enc.ids + [sep], dtype=dtype)
-                    out.write(ids.tobytes())
-                    sentences.append(offsets[-1] + sentence_starts(text, enc.offsets))
-                    offsets.append(offsets[-1] + len(ids))
-                progress.update(len(chunk))
-            progress.close()
-        if len(offsets) == 1:
+def load_or_build(
+    corpus: Corpus,
+    tokenizer: TrainedTokenizer,
+    split: str,
+    cache_dir: Path,
+    tokenize: TokenizeConfig | None = None,
+    limit: int | None = None,
+) -> TokenArray:
+    """The first shards of `split` that hold `limit` tokens (all of them if None), tokenizing what is missing."""
+    tokenize = tokenize or TokenizeConfig()
+    shard_documents = tokenize.shard_documents
+    fp = fingerprint("tokens", CACHE_VERSION, corpus.fingerprint, tokenizer.fingerprint, split, shard_documents)
+    entry = cache_dir / "tokens" / fp
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    shards = _prefix(entry, limit)
+    if shards is None:
+        if not _build(corpus, tokenizer, split, entry, tokenize, limit):
             raise InputError(
-                f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus without "
-                "its own validation split holds out every round(1/data.validation_fraction)-th document, so it needs "
-                "at least that many; data.documents (line, paragraph, wikitext) says what one document is"
+                f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus "
+                "without its own validation split holds out every round(1/data.validation_fraction)-th document, so "
+                "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
             )
-        np.save(tmp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        np.save(tmp / "sentences.npy", np.concatenate(sentences).astype(np.int64))
-        meta = {
-            "dtype": np.dtype(dtype).name,
-            "n_tokens": offsets[-1],
-            "n_documents": len(offsets) - 1,
-            "corpus": corpus.fingerprint,
-            "tokenizer": tokenizer.fingerprint,
-            "split": split,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    log.info("Cached %d tokens in %d documents", offsets[-1], len(offsets) - 1)
-    loaded = _load(final, fp)
-    assert loaded is not None
-    return loaded
+        shards = _prefix(entry, limit)
+        assert shards, f"token cache {entry} is incomplete right after it was built"
+    stream = ShardedStream(shards)
+    log.info("Token cache %s: %d shards, %d tokens, %d documents of %s", fp, len(shards), stream.n_tokens,
+             stream.n_documents, split)  # fmt: skip
+    return TokenArray(stream, fingerprint(fp, len(shards)) if limit is not None else fp)
 
 
-def _load(path: Path, fp: str) -> TokenArray | None:
-    """The cache entry at `path`, or None if it is missing or does not match its own metadata."""
+def _prefix(entry: Path, limit: int | None) -> list[TokenStream] | None:
+    """The shards from the first that hold `limit` tokens (or the whole split), or None while some are missing."""
+    complete = (entry / COMPLETE).is_file()
+    n_shards = json.loads((entry / COMPLETE).read_text())["n_shards"] if complete else None
+    shards: list[TokenStream] = []
+    total = 0
+    while n_shards is None or len(shards) < n_shards:
+        if limit is not None and total >= limit:
+            return shards
+        read = _read(entry, len(shards))
+        if read is None:
+            return None
+        shards.append(read[0])
+        total += read[1].n_tokens
+    return shards
+
+
+def _read(entry: Path, index: int) -> tuple[TokenStream, ShardCounts] | None:
+    path = shard_dir(entry, index)
+    read = read_shard(path)
+    if read is None and path.exists():
+        log.warning("Token cache shard %s is inconsistent with its metadata; rebuilding it", path)
+        shutil.rmtree(path)
+    return read
+
+
+def _build(
+    corpus: Corpus, tokenizer: TrainedTokenizer, split: str, entry: Path, tokenize: TokenizeConfig, limit: int | None
+) -> int:
+    """Write the missing shards in order until `limit` tokens are in hand or the split ends; the shards in hand."""
+    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+    log.info("Tokenizing the %s split of %s into %s (%d processes)", split, corpus.description, entry,
+             tokenize.num_proc)  # fmt: skip
+    # At most this many shards are read ahead of the oldest unfinished one: memory stays bounded.
+    window = 2 * tokenize.num_proc
+    pending: deque[Future[ShardCounts]] = deque()
+    n_shards = total = 0
+    ended = True
+    progress = tqdm(desc=f"tokenizing {split}", unit="docs", leave=False, disable=None)  # none off a TTY
+    writer = shard_writer(tokenizer.tokenizer, tokenizer.token_id(SEP), np.dtype(dtype), tokenize.num_proc)
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        dtype = np.dtype(meta["dtype"])
-        offsets = np.load(path / "offsets.npy")
-        sentences = np.load(path / "sentences.npy")
-        size = (path / "tokens.bin").stat().st_size
-    except (OSError, ValueError, KeyError):
-        return None
-    if (
-        size != meta["n_tokens"] * dtype.itemsize
-        or len(offsets) != meta["n_documents"] + 1
-        or offsets[-1] != meta["n_tokens"]
-        or len(sentences) < meta["n_documents"]
-    ):
-        log.warning("Token cache %s is inconsistent with its metadata; rebuilding it", path)
-        return None
-    return TokenArray(np.memmap(path / "tokens.bin", dtype=dtype, mode="r"), offsets, sentences, fp)
+        for index, documents in enumerate(_chunks(corpus.documents(split), tokenize.shard_documents)):
+            kept = _read(entry, index)
+            if kept is not None:
+                pending.append(_done(kept[1]))
+            else:
+                pending.append(writer.submit(write_shard, shard_dir(entry, index), documents))
+            n_shards = index + 1
+            while pending and (len(pending) > window or pending[0].done()):
+                counts = pending.popleft().result()
+                total += counts.n_tokens
+                progress.update(counts.n_documents)
+            if limit is not None and total >= limit:
+                ended = False
+                break
+        for future in pending:
+            future.result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+    if ended and n_shards:
+        (entry / COMPLETE).write_text(json.dumps({"n_shards": n_shards}))
+    return n_shards
 
 
-def sentence_starts(text: str, token_offsets: list[tuple[int, int]]) -> np.ndarray:
-    """Token positions (within the document) where a sentence starts: 0, and the first token after each
-    sentence end in `text`. `token_offsets` are the tokens' character spans, as the tokenizer reports them."""
-    if not token_offsets:
-        return np.zeros(1, dtype=np.int64)
-    char_starts = np.asarray([start for start, _ in token_offsets])
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    starts = np.searchsorted(char_starts, ends, side="left")
-    return np.unique(np.concatenate([[0], starts[starts < len(char_starts)]])).astype(np.int64)
+def _done(counts: ShardCounts) -> Future[ShardCounts]:
+    future: Future[ShardCounts] = Future()
+    future.set_result(counts)
+    return future
 
 
 def _chunks(items: Iterator[str], size: int) -> Iterator[list[str]]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,10 @@ class TrainedTokenizer:
 def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Path) -> TrainedTokenizer:
     if cfg.path:
         return _load(Path(cfg.path).expanduser())
-    fp = fingerprint("tokenizer", corpus.fingerprint, asdict(cfg))
+    settings = asdict(cfg)
+    if cfg.train_documents is None:  # the whole split, as before the setting existed: cached tokenizers still match
+        del settings["train_documents"]
+    fp = fingerprint("tokenizer", corpus.fingerprint, settings)
     final = cache_dir / "tokenizers" / fp
     if (final / "tokenizer.json").is_file():
         log.info("Reusing cached tokenizer %s (%s)", fp, final)
@@ -129,11 +134,11 @@ def _trained(corpus: Corpus, cfg: TokenizerConfig) -> Tokenizer:
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
         tokenizer.normalizer = normalizers.Sequence(norm)
-        continuations = [CONTINUATION + c for c in _alphabet(corpus, tokenizer)]
+        continuations = [CONTINUATION + c for c in _alphabet(_training_documents(corpus, cfg), tokenizer)]
         trainer: trainers.Trainer = trainers.WordPieceTrainer(
             min_frequency=cfg.min_frequency, special_tokens=specials + continuations, **common
         )
-        tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+        tokenizer.train_from_iterator(_training_documents(corpus, cfg), trainer=trainer)
         return _only_special(tokenizer, specials)
     if cfg.kind == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token=UNK))
@@ -151,17 +156,21 @@ def _trained(corpus: Corpus, cfg: TokenizerConfig) -> Tokenizer:
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(unk_token=UNK, special_tokens=specials, **common)
     tokenizer.normalizer = normalizers.Sequence(norm)
-    tokenizer.train_from_iterator(corpus.documents("train"), trainer=trainer)
+    tokenizer.train_from_iterator(_training_documents(corpus, cfg), trainer=trainer)
     return tokenizer
 
 
 CONTINUATION = "##"  # WordPiece's prefix of a piece that continues a word
 
 
-def _alphabet(corpus: Corpus, tokenizer: Tokenizer) -> list[str]:
-    """Every character of the training split's words as the tokenizer sees them (normalised, pre-tokenised)."""
+def _training_documents(corpus: Corpus, cfg: TokenizerConfig) -> Iterator[str]:
+    return islice(corpus.documents("train"), cfg.train_documents)
+
+
+def _alphabet(documents: Iterable[str], tokenizer: Tokenizer) -> list[str]:
+    """Every character of the training documents' words as the tokenizer sees them (normalised, pre-tokenised)."""
     chars: set[str] = set()
-    for doc in corpus.documents("train"):
+    for doc in documents:
         for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(doc)):
             chars.update(word)
     return sorted(chars)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmlab.data.blocks import Block, TokenStream
+from lmlab.data.blocks import Block, Stream
 from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
@@ -59,17 +59,15 @@ def consecutive_segments(block: Block, budget: int, rng: np.random.Generator) ->
     return Segments((first, split), (split, max(split, end)))
 
 
-def random_segment(
-    stream: TokenStream, avoid: tuple[int, int], length: int, rng: np.random.Generator
-) -> tuple[int, int]:
+def random_segment(stream: Stream, avoid: tuple[int, int], length: int, rng: np.random.Generator) -> tuple[int, int]:
     """Up to `length` tokens from a sentence start in a random document other than the one spanning `avoid`."""
-    n_docs = len(stream.document_starts)
-    own = int(np.searchsorted(stream.document_starts, avoid[0], side="right")) - 1
+    n_docs = stream.n_documents
+    own = stream.document_index(avoid[0])
     if n_docs < 2:
         raise InputError("a random second segment needs a corpus of at least two documents")
     doc = int(rng.integers(n_docs - 1))
     doc += doc >= own
-    start, end = stream.document_bounds(int(stream.document_starts[doc]))
+    start, end = stream.document_bounds(stream.document_start(doc))
     sentences = stream.sentences_between(start, end - 1)
     begin = int(rng.choice(sentences)) if len(sentences) else start
     return begin, min(end - 1, begin + length)
@@ -93,8 +91,8 @@ class SentencePairObjective(Objective):
         size = len(block.ids)
         budget = size - 3
         pair, positive = self.segments(block, budget, rng)
-        a = np.asarray(block.stream.tokens[pair.a[0] : pair.a[1]], dtype=np.int64)
-        b = np.asarray(block.stream.tokens[pair.b[0] : pair.b[1]], dtype=np.int64)
+        a = block.stream.slice(*pair.a)
+        b = block.stream.slice(*pair.b)
         # Trim A from the front and B from the back, so a positive A|B stays contiguous at the seam.
         la = min(len(a), max(budget // 2, budget - len(b)))
         a, b = a[len(a) - la :], b[: budget - la]
