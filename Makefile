@@ -7,7 +7,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 # pytest-xdist workers (one per core); each test file runs whole on one worker, in order
 WORKERS ?= auto
-XDIST  := -n $(WORKERS) --dist loadfile
+XDIST  := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 UI_PORT ?= 5000
 
 .DEFAULT_GOAL := help

@@ -31,8 +31,21 @@ os.environ.setdefault("LMLAB_ROOT", str(ROOT))
 
 
 def measure(
-    model: str, objective_name: str, device: str, batch_size: int, block_size: int, steps: int, cache: Path
+    model: str,
+    objective_name: str,
+    device: str,
+    batch_size: int,
+    block_size: int,
+    steps: int,
+    cache: Path,
+    overrides: tuple[str, ...] = (),
+    compile_backbone: bool = False,
+    bf16: bool | None = None,
+    vocab_size: int | None = None,
 ) -> dict:
+    """Step time of `model` trained on `objective_name`. `overrides` are config overrides; `vocab_size` sizes the
+    embeddings and head as a real tokenizer would (the synthetic world's ids stay below its own vocabulary);
+    bf16 autocast is on by default on CUDA."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
             "config",
@@ -42,14 +55,17 @@ def measure(
                 f"data.block_size={block_size}",
                 f"data.batch_size={batch_size}",
                 "data.world.train_documents=2000",
+                *overrides,
             ],
         )
     conf: TrainConfig = OmegaConf.to_object(cfg)
     data = PretrainDataModule(conf.data, cache, seed=0)
     tokenizer = data.prepare()
     objective = build_objective(conf.objective, tokenizer)
-    conf.model.vocab_size = tokenizer.vocab_size
-    module = PretrainModule(objective, conf.model, conf.optim, max_steps=steps).to(device)
+    conf.model.vocab_size = max(vocab_size or 0, tokenizer.vocab_size)
+    module = PretrainModule(objective, conf.model, conf.optim, max_steps=steps, compile_backbone=compile_backbone)
+    module = module.to(device)
+    module.configure_model()
     optimizer = build_optimizer(module, conf.optim)
     dataset = BlockDataset(data.blocks("train"), objective.transform, seed=0)
     rng = torch.Generator().manual_seed(0)
@@ -59,14 +75,15 @@ def measure(
         return {k: v.to(device) for k, v in collate([dataset[(0, i, number)] for i in picks]).items()}
 
     batches = [batch(n) for n in range(4)]
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda" if bf16 is None else bf16)
 
-    def step(b: dict[str, torch.Tensor]) -> None:
+    def step(b: dict[str, torch.Tensor]) -> torch.Tensor:
         with autocast:
-            loss = objective.forward(module.backbone, module.head, b).loss
+            loss = module(b).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
     for b in batches[:2]:
         step(b)  # warm-up
@@ -76,7 +93,7 @@ def measure(
     flops = 0
     for i in range(steps):
         b = batches[i % len(batches)]
-        step(b)
+        loss = step(b)
         flops += objective.flops_per_batch(module.backbone, b)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -89,6 +106,7 @@ def measure(
         "batch x block": f"{batch_size}x{block_size}",
         "tokens/s": steps * batch_size * block_size / elapsed,
         "GFLOP/s": flops / elapsed / 1e9,
+        "loss": float(loss),
         "ms/step": 1000 * elapsed / steps,
     }
 

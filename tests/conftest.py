@@ -138,3 +138,11 @@ def run_env(root: Path) -> dict[str, str]:
     """Environment for running train.py in a subprocess against a project root in tmp."""
     _link_experiments(root)
     return {**os.environ, "LMLAB_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+
+
+# The longest test files, started first: each runs whole on one worker (`--dist loadfile`), and the others fill in.
+FIRST = ("tests/test_documented_commands_run.py", "tests/test_documented_examples_run.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)

@@ -52,3 +52,17 @@ def test_two_ranks_make_one_run_in_one_dir_and_stop_together_on_sigterm(tmp_path
     logged = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert len(logged) == len(set(logged)) == steps // 2, "every logged step once, from one rank"
     assert load_export(str(run_dir)).global_step == steps
+
+
+def test_two_ranks_train_a_mixture_whose_heads_take_turns(tmp_path):
+    """Each batch trains one component's head, so the other gets no gradient that step: DDP is told to look for
+    unused parameters (without that it stops: "your LightningModule has parameters that were not used")."""
+    pairs = "objective.components=[{name:mlm,weight:0.5},{name:sop,weight:0.5}]"
+    cmd = [sys.executable, "train.py", *TINY, "objective=mixture", "model.layout=encoder", "model.segments=2", pairs]
+    env = {**run_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, "trainer.devices=2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    parts = {key for key in run.data.metrics if key.startswith("train/")}
+    assert {"train/mlm_loss", "train/sop_loss"} <= parts, parts  # both heads trained

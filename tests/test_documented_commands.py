@@ -4,7 +4,8 @@ experiments/README.md's command blocks, of the entry points' --help texts and of
 
 A sweep (`-m a=1,2`) is checked at its first point; placeholders (<run>, /path/corpus.txt, train.tsv, ...) stand for
 files that exist; a command for a GPU is refused, naming the missing GPU, on a machine without one. Each
-documented command also runs at toy size in tests/test_documented_commands_run.py (slow); this is the quick check."""
+documented command also runs at toy size in tests/test_documented_{commands,examples}_run.py (slow); this is the quick
+check."""
 
 from __future__ import annotations
 

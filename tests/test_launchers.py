@@ -24,7 +24,9 @@ def test_the_slurm_launcher_sizes_jobs_from_the_trainer_and_requeues_time_limits
     assert cpu["max_num_timeout"] > 0 and cpu["signal_delay_s"] >= 60
     assert cpu["submitit_folder"].endswith("/.submitit/%j")
     gpu = _launcher("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4")
-    assert gpu["tasks_per_node"] == 4 and gpu["gpus_per_node"] == 4
+    assert gpu["tasks_per_node"] == 4 and gpu["gpus_per_node"] == 4 and gpu["nodes"] == 1
+    nodes = _launcher("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=8", "trainer.num_nodes=4")
+    assert (nodes["nodes"], nodes["tasks_per_node"], nodes["gpus_per_node"]) == (4, 8, 8)
     assert _launcher("hydra/launcher=local")["_target_"].endswith("LocalLauncher")
 
 

@@ -95,7 +95,7 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
                 f"data.files {[str(p) for p in files]} could not be read as {builder}: {type(cause).__name__}: {cause}"
             ) from err
         _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in files]}")
-        return ds[cfg.text_column]
+        return _column(ds, cfg.text_column)
 
     def documents(split: str) -> Iterator[str]:
         # Lines are grouped into documents file by file: the end of a file ends its last document.
@@ -170,8 +170,14 @@ def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
 
 def _rows_as_documents(ds, cfg: DataConfig) -> Iterator[str]:
     """A dataset's rows are its documents, except for `wikitext`, whose rows are lines of articles."""
-    texts = (row[cfg.text_column] for row in ds)
+    texts = _column(ds, cfg.text_column)
     return _group(texts, "wikitext") if cfg.documents == "wikitext" else texts
+
+
+def _column(ds, column: str) -> Iterator:
+    """The values of one column, read a batch of rows at a time (row by row, `datasets` formats every row)."""
+    for batch in ds.iter(batch_size=1024):
+        yield from batch[column]
 
 
 def _require_column(columns: list[str] | None, column: str, where: str) -> None:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,21 @@ def read_shard(path: Path) -> tuple[TokenStream, ShardCounts] | None:
     return TokenStream(tokens, documents, sentences), counts
 
 
-def sentence_starts(text: str, token_offsets: list[tuple[int, int]]) -> np.ndarray:
-    """Token positions (within the document) where a sentence starts: 0, and the first token after each
-    sentence end in `text`. `token_offsets` are the tokens' character spans, as the tokenizer reports them."""
-    if not token_offsets:
-        return np.zeros(1, dtype=np.int64)
-    char_starts = np.asarray([start for start, _ in token_offsets])
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-    starts = np.searchsorted(char_starts, ends, side="left")
-    return np.unique(np.concatenate([[0], starts[starts < len(char_starts)]])).astype(np.int64)
+def sentence_starts(documents: Sequence[str], encodings: Sequence[Any], document_starts: np.ndarray) -> np.ndarray:
+    """Positions in the shard's tokens where a sentence starts: each document's first token, and in a document the first
+    token starting at or after each sentence end of its text (token character spans as the tokenizer reports them).
+    Found for the whole shard at once: the documents' texts joined by newlines, their tokens' spans shifted to match."""
+    text_bases = np.cumsum([0] + [len(d) + 1 for d in documents[:-1]])
+    counts = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    char_starts = np.fromiter(chain.from_iterable((s for s, _ in e.offsets) for e in encodings), dtype=np.int64)
+    char_starts += np.repeat(text_bases, counts)
+    ends = [m.end() for m in _SENTENCE_END.finditer("\n".join(documents))]
+    # The first token at or after an end, in the tokens without the [SEP]s; one [SEP] follows each earlier document.
+    first = np.searchsorted(char_starts, ends, side="left")
+    first = first[first < len(char_starts)]
+    position = first + np.searchsorted(np.cumsum(counts), first, side="right")
+    # An end that closes a document's text lands on the next document's first token: a start anyway.
+    return np.unique(np.concatenate([document_starts, position])).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -103,16 +110,14 @@ def write_shard(path: Path, documents: Sequence[str]) -> ShardCounts:
     encodings = _encoder.tokenizer.encode_batch(list(documents), add_special_tokens=False)
     lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    tokens: list[int] = []
+    for enc in encodings:
+        tokens.extend(enc.ids)
+        tokens.append(_encoder.sep_id)
     with atomic_directory(path) as tmp:
-        with open(tmp / "tokens.bin", "wb") as out:
-            for enc in encodings:
-                out.write(np.asarray(enc.ids + [_encoder.sep_id], dtype=_encoder.dtype).tobytes())
-        sentences = [
-            start + sentence_starts(text, enc.offsets)
-            for text, enc, start in zip(documents, encodings, starts, strict=True)
-        ]
+        np.asarray(tokens, dtype=_encoder.dtype).tofile(tmp / "tokens.bin")
         np.save(tmp / "documents.npy", starts)
-        np.save(tmp / "sentences.npy", np.concatenate(sentences).astype(np.int64))
+        np.save(tmp / "sentences.npy", sentence_starts(documents, encodings, starts))
         counts = ShardCounts(int(lengths.sum()), len(documents))
         meta = {"dtype": _encoder.dtype.name, "n_tokens": counts.n_tokens, "n_documents": counts.n_documents}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -34,6 +34,9 @@ class Objective(ABC):
     layout: ClassVar[str] = "encoder"
     # Whether `loss` is a mean token negative log-likelihood, so exp(loss) is a perplexity worth logging.
     loss_is_nll: bool = True
+    # Whether some of the head's parameters get no gradient in a step (a mixture trains one component's head per
+    # batch): data-parallel training must then look for them (DDP's find_unused_parameters).
+    leaves_parameters_unused: bool = False
 
     def __init__(self, cfg: Any, tokenizer: TrainedTokenizer) -> None:
         self.cfg = cfg

@@ -60,6 +60,7 @@ class Mixture(Objective):
         self.labels = [name if names.count(name) == 1 else f"{name}{i}" for i, name in enumerate(names)]
         self.probs = np.asarray(weights) / sum(weights)
         self.loss_is_nll = all(c.loss_is_nll for c in self.components)
+        self.leaves_parameters_unused = len(self.components) > 1
 
     def component_of(self, block: Block) -> int:
         return int(np.random.default_rng([*block.batch_key, 0x4D49]).choice(len(self.probs), p=self.probs))

@@ -9,7 +9,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lmlab.models import Backbone, ModelConfig
-from lmlab.objectives import Objective
+from lmlab.objectives import Objective, ObjectiveOutput
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.optim import lightning_optimizers
 
@@ -46,12 +46,13 @@ class PretrainModule(pl.LightningModule):
         compiled = torch.compile(self.backbone) if self.compile_backbone else self.backbone
         object.__setattr__(self, "_runner", compiled)
 
-    def _forward(self, batch: dict[str, torch.Tensor]):
+    def forward(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
+        """The objective's output on `batch`, through the compiled backbone when trainer.compile is set."""
         runner = self.__dict__.get("_runner", self.backbone)
         return self.objective.forward(runner, self.head, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        out = self._forward(batch)
+        out = self(batch)
         self.flops_per_batch = self.objective.flops_per_batch(self.backbone, batch)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({f"train/{key}": value for key, value in out.parts.items()})
@@ -59,7 +60,7 @@ class PretrainModule(pl.LightningModule):
         return out.loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        out = self._forward(batch)
+        out = self(batch)
         weight = out.n_targets.float()
         self.val_loss.update(out.loss.detach(), weight=weight)
         self.val_acc.update(out.n_correct.float() / weight.clamp(min=1.0), weight=weight)

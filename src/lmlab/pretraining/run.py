@@ -93,6 +93,7 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
                     stop,
                     RngState(),
                 ],
+                find_unused_parameters=objective.leaves_parameters_unused,
             )
             if not resuming:
                 # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.

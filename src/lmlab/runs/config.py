@@ -25,6 +25,22 @@ SCHEDULES = ("linear", "cosine", "constant")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 LOGGERS = ("mlflow", "csv", "none")
+STRATEGIES = ("auto", "ddp", "fsdp")
+SHARDINGS = ("full", "hybrid", "grad_op")
+
+
+@dataclass
+class FSDPConfig:
+    """Lightning's FSDPStrategy (trainer.strategy=fsdp): one FSDP unit per backbone block."""
+
+    # full: parameters, gradients and optimizer state sharded over every rank; hybrid: sharded within a node,
+    # replicated across nodes; grad_op: gradients and optimizer state sharded, parameters kept whole.
+    sharding: str = "full"
+    # Recompute each block's activations in the backward pass: less memory for about a third more compute.
+    activation_checkpointing: bool = False
+
+    def validate(self) -> None:
+        choice("trainer.fsdp.sharding", self.sharding, SHARDINGS)
 
 
 @dataclass
@@ -33,6 +49,10 @@ class TrainerConfig:
 
     accelerator: str = "cpu"
     devices: Any = 1
+    # auto: one process, or DDP over several devices; ddp; fsdp (a GPU trainer only: Lightning refuses it on the CPU).
+    strategy: str = "auto"
+    num_nodes: int = 1
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     precision: str = "32-true"
     max_steps: int = 1000
     val_check_interval: int = 100
@@ -54,7 +74,14 @@ class TrainerConfig:
                 f"trainer.accelerator={self.accelerator} but this machine has no CUDA GPU (torch "
                 f"{torch.__version__}); use trainer=cpu (or trainer.accelerator=cpu)"
             )
-        for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches"):
+        choice("trainer.strategy", self.strategy, STRATEGIES)
+        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):
+            raise InputError(
+                f"trainer.strategy=fsdp needs a GPU trainer (trainer=gpu); trainer.accelerator={self.accelerator} "
+                "given: Lightning's FSDPStrategy refuses the CPU ('requires a GPU accelerator'). On the CPU use "
+                "trainer.strategy=ddp"
+            )
+        for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches", "num_nodes"):
             at_least(f"trainer.{key}", getattr(self, key), 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
         at_least("trainer.num_sanity_val_steps", self.num_sanity_val_steps, 0)

@@ -11,8 +11,12 @@ import pytorch_lightning as pl
 from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, Strategy
+from torch import nn
+from torch.distributed.fsdp import ShardingStrategy
 
 from lmlab.callbacks.progress import ProgressLines
+from lmlab.models.blocks import TransformerBlock
 from lmlab.runs.checkpoints import AtomicCheckpointIO
 from lmlab.runs.config import LoggerConfig, TrainerConfig
 from lmlab.runs.console import live_progress, quiet_libraries
@@ -20,9 +24,22 @@ from lmlab.runs.slurm import cluster_plugins
 from lmlab.tracking.buffered import BufferedClient
 from lmlab.tracking.mlflow_run import MlflowRun
 
+SHARDING = {
+    "full": ShardingStrategy.FULL_SHARD,
+    "hybrid": ShardingStrategy.HYBRID_SHARD,
+    "grad_op": ShardingStrategy.SHARD_GRAD_OP,
+}
 
-def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callbacks: list[Callback]) -> pl.Trainer:
-    """A Trainer for `t`; progress is a live bar on a terminal, else a log line every `t.log_every_n_steps`."""
+
+def build_trainer(
+    t: TrainerConfig,
+    run_dir: Path,
+    logger: Logger | bool,
+    callbacks: list[Callback],
+    find_unused_parameters: bool = False,
+) -> pl.Trainer:
+    """A Trainer for `t`; progress is a live bar on a terminal, else a log line every `t.log_every_n_steps`.
+    `find_unused_parameters`: some parameters get no gradient in some steps (a mixture's heads), which DDP must know."""
     quiet_libraries()
     bar = t.enable_progress_bar and live_progress()
     if not bar:
@@ -30,6 +47,8 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy(t, find_unused_parameters),
         precision=t.precision,  # type: ignore[arg-type]  # one of PRECISIONS (TrainerConfig.validate)
         max_steps=t.max_steps,
         val_check_interval=t.val_check_interval,
@@ -52,6 +71,23 @@ def build_trainer(t: TrainerConfig, run_dir: Path, logger: Logger | bool, callba
         # Metric states reset under inference mode (the step-0 validation) could not be updated afterwards.
         inference_mode=False,
     )
+
+
+def strategy(t: TrainerConfig, find_unused_parameters: bool = False) -> str | Strategy:
+    """Lightning's strategy for trainer.strategy. FSDP wraps each backbone block as one unit (and checkpoints it when
+    asked) and saves full state dicts, so checkpoints, exports and every reader stay those of a one-device run."""
+    if t.strategy == "fsdp":
+        blocks: set[type[nn.Module]] = {TransformerBlock}
+        return FSDPStrategy(
+            auto_wrap_policy=blocks,
+            activation_checkpointing_policy=blocks if t.fsdp.activation_checkpointing else None,
+            sharding_strategy=SHARDING[t.fsdp.sharding],
+            state_dict_type="full",
+        )
+    several = not isinstance(t.devices, int) or t.devices * t.num_nodes > 1  # "auto", -1 or a list: maybe several
+    if t.strategy == "ddp" or (t.strategy == "auto" and find_unused_parameters and several):
+        return DDPStrategy(find_unused_parameters=find_unused_parameters)
+    return "auto"
 
 
 class TrackedRunLogger(Logger):
