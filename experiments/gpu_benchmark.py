@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from throughput import measure
+from throughput import measure, print_table
 
 from lmlab.objectives import objective_class
 from lmlab.pretraining.config import register_configs
@@ -75,10 +75,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"no model in {args.models} trains with an objective in {args.objectives}")
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu (dry run)'}; peak {peak} TFLOP/s")
-    header = list(rows[0])
-    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,11 @@ def main() -> None:
         if args.device == "cpu"
         else f"device: {torch.cuda.get_device_name()}"
     )
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a Markdown table, floats to one decimal."""
     header = list(rows[0])
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:

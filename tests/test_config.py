@@ -110,7 +110,7 @@ def test_help_lists_groups_and_options(tmp_path: Path):
     ).stdout
     for group in GROUPS:
         assert f"{group}: " in out
-    assert "model: base, bert_style, gpt2_style, large, llama_style, small, t5_style, tiny" in out
+    assert "model: base, bert_style, gpt2_124m, gpt2_style, large, llama_style, small, t5_style, tiny" in out
     assert "objective: clm, denoise, electra, mixture, mlm, nsp, prefix_lm, sop, span, ul2" in out
     assert "hydra/launcher: basic, local, slurm" in out
 

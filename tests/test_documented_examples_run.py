@@ -1,7 +1,8 @@
 """experiments/README.md's command blocks, then the examples each entry point's `--help` prints, run as written at
-toy size, in a toy project of their own (tests/doc_harness.py says how). Its first commands are the README's first
-two runs, which the placeholders (`<run>`, `pretrained=...`, `<clm run>`) stand for; README.md's blocks run in
-another project, so the two files run side by side on two test workers."""
+toy size, in a toy project of their own (tests/doc_harness.py says how). Its first commands are the README's runs
+that these commands start from: the two the placeholders (`<run>`, `pretrained=...`, `<clm run>`) stand for, and the
+BERT-style run export.py --help exports. README.md's blocks run in another project, so the two files run side by side
+on two test workers."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from .doc_harness import execute, help_blocks, run_block, toy_project
 pytestmark = pytest.mark.slow
 
 BLOCKS = command_blocks(ROOT / "experiments" / "README.md") + help_blocks()
-# The runs a placeholder stands for, made as the README makes them.
-STARTING_RUNS = ("python train.py", "python train.py objective=clm")
+# The runs a placeholder stands for, and the one export.py --help exports, made as the README makes them.
+STARTING_RUNS = (
+    "python train.py",
+    "python train.py objective=clm",
+    "python train.py model=bert_style objective=mlm trainer.max_steps=300",
+)
 
 
 @pytest.fixture(scope="module")

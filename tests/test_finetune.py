@@ -181,7 +181,7 @@ def test_evaluate_reproduces_the_runs_validation_loss(pretrained_run, project):
     assert metrics["loss"] == pytest.approx(client.get_run(run_id).data.metrics["val/loss"], rel=1e-4)
     assert metrics["ppl"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-4)
     assert metrics["tokens"] == 4 * 16 * 32
-    cached = [json.loads(m.read_text())["split"] for m in (project / ".cache" / "tokens").glob("*/meta.json")]
+    cached = [json.loads(m.read_text())["split"] for m in (project / ".cache" / "tokens").glob("*/complete.json")]
     assert cached == ["validation"]  # evaluation never tokenizes the training split
 
 

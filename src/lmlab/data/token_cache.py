@@ -66,18 +66,19 @@ def load_or_build(
     entry = cache_dir / "tokens" / fp
     entry.parent.mkdir(parents=True, exist_ok=True)
     shards = _prefix(entry, limit)
-    if shards is None:
-        if not _build(corpus, tokenizer, split, entry, tokenize, limit):
-            raise InputError(
-                f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus "
-                "without its own validation split holds out every round(1/data.validation_fraction)-th document, so "
-                "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
-            )
+    if shards is not None:
+        log.info("Reusing token cache %s for %s", fp, split)
+    elif not _build(corpus, tokenizer, split, entry, tokenize, limit):
+        raise InputError(
+            f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus "
+            "without its own validation split holds out every round(1/data.validation_fraction)-th document, so "
+            "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
+        )
+    else:
         shards = _prefix(entry, limit)
         assert shards, f"token cache {entry} is incomplete right after it was built"
     stream = ShardedStream(shards)
-    log.info("Token cache %s: %d shards, %d tokens, %d documents of %s", fp, len(shards), stream.n_tokens,
-             stream.n_documents, split)  # fmt: skip
+    log.info("%s: %d tokens in %d documents, %d shards", split, stream.n_tokens, stream.n_documents, len(shards))
     return TokenArray(stream, fingerprint(fp, len(shards)) if limit is not None else fp)
 
 
@@ -142,7 +143,7 @@ def _build(
         writer.shutdown(wait=True, cancel_futures=True)
         progress.close()
     if ended and n_shards:
-        (entry / COMPLETE).write_text(json.dumps({"n_shards": n_shards}))
+        (entry / COMPLETE).write_text(json.dumps({"split": split, "n_shards": n_shards}))
     return n_shards
 
 
