@@ -6,14 +6,13 @@ Layout of `shard-NNNNN/`:
     sentences.npy  int64, where each sentence starts (each document's first token included)
     meta.json      dtype and counts
 
-Shards are written by `ShardWriter`: in this process, or by `num_proc` forked workers that each tokenize whole shards
-on one thread (the tokenizer's own threads would fight them for the cores).
+Shards are written through `shard_writer`: in this process, or by `num_proc` forked workers that each tokenize whole
+shards on one thread (the tokenizer's own threads would fight them for the cores).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -29,8 +28,6 @@ from tokenizers import Tokenizer
 
 from lmlab.data.blocks import TokenStream
 from lmlab.data.cache import atomic_directory
-
-log = logging.getLogger(__name__)
 
 # A sentence ends at ., ! or ? (possibly followed by closing quotes/brackets) before whitespace. The next
 # sentence's first token is the first one starting at or after that end (byte-level BPE tokens own the space).
