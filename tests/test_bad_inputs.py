@@ -82,6 +82,7 @@ def test_a_misspelt_key_or_bad_value_is_refused_by_every_entry_point(project, sc
     [
         ("train.py", "+model.d_modl=64", "did you mean model.d_model?"),
         ("finetune.py", "optim.schedule=cosin", "optim.schedule='cosin' is not supported"),
+        ("finetune.py", "trainer.strategy=fsdp", "trainer.strategy=fsdp shards pretraining runs (train.py) only"),
         ("evaluate.py", "+max_batch=2", "max_batch is not a setting"),
         ("generate.py", "generation.strategy=nucleus", "strategy='nucleus' is not supported"),
     ],

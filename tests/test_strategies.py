@@ -1,30 +1,80 @@
-"""trainer.strategy and trainer.num_nodes: what each builds, and FSDP refused on the CPU before anything runs."""
+"""trainer.strategy and trainer.num_nodes: what each builds; FSDP2 sharding in one process (the 2-process runs are in
+tests/test_fsdp.py); FSDP refused for stages other than pretraining before anything runs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
-from torch.distributed.fsdp import ShardingStrategy
+import torch
+import torch.distributed as dist
+from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
+from torch.distributed.tensor import DTensor
 
 from lmlab.config_schema import parse
+from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
+from lmlab.models import ModelConfig
 from lmlab.models.blocks import TransformerBlock
+from lmlab.models.stack import Stack
 from lmlab.objectives import build_objective
 from lmlab.pretraining.config import TrainConfig
-from lmlab.runs.config import FSDPConfig, TrainerConfig
+from lmlab.pretraining.module import PretrainModule
+from lmlab.runs.config import FSDPConfig, OptimConfig, TrainerConfig
+from lmlab.runs.sharding import Sharding, is_sharded, shard
 from lmlab.runs.trainer import strategy
 
 
-def test_fsdp_wraps_each_block_shards_as_asked_and_saves_full_state_dicts():
-    t = TrainerConfig(accelerator="gpu", strategy="fsdp", fsdp=FSDPConfig(sharding="hybrid"))
-    built = strategy(t)
-    assert isinstance(built, FSDPStrategy) and built.sharding_strategy == ShardingStrategy.HYBRID_SHARD
-    assert built.kwargs["auto_wrap_policy"]._module_classes == {TransformerBlock}
-    assert built._state_dict_type == "full" and not built._activation_checkpointing_kwargs
-    t.fsdp = FSDPConfig(sharding="full", activation_checkpointing=True)
-    built = strategy(t)
-    assert built.sharding_strategy == ShardingStrategy.FULL_SHARD
-    assert built._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes == {TransformerBlock}
+def test_fsdp_is_model_parallel_with_full_state_dicts_in_checkpoints():
+    built = strategy(TrainerConfig(strategy="fsdp"))
+    assert isinstance(built, ModelParallelStrategy) and not built._save_distributed_checkpoint
+
+
+@pytest.fixture
+def one_process_group(tmp_path):
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def _module(tokenizer: TrainedTokenizer, sharding: Sharding | None) -> PretrainModule:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_ff=64, vocab_size=tokenizer.vocab_size)
+    return PretrainModule(build_objective({"name": "mlm"}, tokenizer), cfg, OptimConfig(), 10, sharding=sharding)
+
+
+@pytest.mark.parametrize("fsdp", [FSDPConfig(), FSDPConfig("grad_op", activation_checkpointing=True)], ids=str)
+def test_a_sharded_module_computes_the_loss_and_gradients_of_the_plain_one(synthetic_data, one_process_group, fsdp):
+    tokenizer = synthetic_data.tokenizer
+    plain, sharded = _module(tokenizer, None), _module(tokenizer, Sharding(fsdp, num_nodes=1, lead=True))
+    for stack in sharded.modules():
+        if isinstance(stack, Stack):
+            stack.checkpoint_blocks = fsdp.activation_checkpointing
+    shard(sharded, TransformerBlock, sharded.sharding, torch.device("cpu"))
+    assert is_sharded(sharded) and all(is_sharded(b) for b in sharded.backbone.stack.blocks)
+    assert all(isinstance(p, DTensor) for p in sharded.parameters())
+    examples = [
+        plain.objective.transform(synthetic_data.blocks("train")[i], np.random.default_rng(i)) for i in range(4)
+    ]
+    batch = {key: torch.as_tensor(np.stack([e[key] for e in examples])) for key in examples[0]}
+    losses = []
+    for module in (plain, sharded):
+        torch.manual_seed(1)  # the same dropout masks (recomputed ones too, under activation checkpointing)
+        losses.append(module(batch).loss)
+    torch.testing.assert_close(losses[1], losses[0])
+    for loss in losses:
+        loss.backward()
+    grads = {name: p.grad.full_tensor() for name, p in sharded.named_parameters()}
+    for name, p in plain.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, msg=name)
+    whole = sharded.exported_weights().state_dict()
+    for name, tensor in plain.weights().state_dict().items():
+        torch.testing.assert_close(whole[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_ranks_other_than_0_build_the_model_on_the_meta_device(tokenizer):
+    on_meta = _module(tokenizer, Sharding(FSDPConfig(), num_nodes=1, lead=False))
+    assert {p.device.type for p in on_meta.weights().parameters()} == {"meta"}
+    assert {p.device.type for p in _module(tokenizer, Sharding(FSDPConfig(), 1, lead=True)).parameters()} == {"cpu"}
 
 
 def test_ddp_looks_for_unused_parameters_only_where_an_objective_leaves_some(tokenizer):
@@ -38,9 +88,8 @@ def test_ddp_looks_for_unused_parameters_only_where_an_objective_leaves_some(tok
     assert not build_objective({"name": "mlm"}, tokenizer).leaves_parameters_unused
 
 
-def test_fsdp_on_the_cpu_and_bad_strategy_values_are_refused_by_name(compose_config):
-    with pytest.raises(InputError, match=r"trainer.strategy=fsdp needs a GPU trainer .*'requires a GPU accelerator'"):
-        parse(compose_config("trainer.strategy=fsdp"), TrainConfig)
+def test_bad_strategy_values_are_refused_by_name(compose_config):
+    parse(compose_config("trainer.strategy=fsdp"), TrainConfig)  # on the CPU too (finetune.py's: test_bad_inputs)
     with pytest.raises(InputError, match="trainer.strategy"):
         parse(compose_config("trainer.strategy=deepspeed"), TrainConfig)
     with pytest.raises(InputError, match="trainer.fsdp.sharding"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmlab.models.attention import KVCache, MixContext
 from lmlab.models.blocks import TransformerBlock, make_norm
@@ -37,6 +38,8 @@ class Stack(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg, cross_attention) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else None
+        # Recompute each block's activations in the backward pass instead of keeping them (trainer.fsdp option).
+        self.checkpoint_blocks = False
 
     def forward(
         self,
@@ -60,7 +63,11 @@ class Stack(nn.Module):
         x = self.drop(x)
         ctx = self._context(seq_len, offset, padding_mask, visible, x.device)
         for i, block in enumerate(self.blocks):
-            x = block(x, ctx, None if cache is None else cache.layers[i], memory, memory_mask)
+            layer_cache = None if cache is None else cache.layers[i]
+            if self.checkpoint_blocks and torch.is_grad_enabled():
+                x = checkpoint(block, x, ctx, layer_cache, memory, memory_mask, use_reentrant=False)
+            else:
+                x = block(x, ctx, layer_cache, memory, memory_mask)
         if cache is not None:
             cache.length += seq_len
         return x if self.final_norm is None else self.final_norm(x)

@@ -4,7 +4,7 @@ span groups live in `TrainConfig.validate`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,6 +16,8 @@ from lmlab.runs.config import ResumeConfig, RunConfig, register_resolvers
 
 @dataclass
 class TrainConfig(RunConfig, ResumeConfig):
+    SHARDS: ClassVar[bool] = True  # trainer.strategy=fsdp is for this stage (`lmlab.runs.start`)
+
     model: ModelConfig = field(default_factory=ModelConfig)
     # Validated against the chosen objective's own schema when the objective is built.
     objective: Any = field(default_factory=dict)

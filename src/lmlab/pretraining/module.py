@@ -9,9 +9,12 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from lmlab.models import Backbone, ModelConfig
+from lmlab.models.blocks import TransformerBlock
+from lmlab.models.stack import Stack
 from lmlab.objectives import Objective, ObjectiveOutput
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.optim import lightning_optimizers
+from lmlab.runs.sharding import Sharding, built_for, full_state, is_sharded, shard
 
 
 class PretrainModule(pl.LightningModule):
@@ -22,11 +25,14 @@ class PretrainModule(pl.LightningModule):
         optim_cfg: OptimConfig,
         max_steps: int,
         compile_backbone: bool = False,
+        sharding: Sharding | None = None,
     ) -> None:
         super().__init__()
         self.objective = objective
-        self.backbone = Backbone(model_cfg)
-        self.head = objective.build_head(model_cfg)
+        with built_for(sharding):
+            self.backbone = Backbone(model_cfg)
+            self.head = objective.build_head(model_cfg)
+        self.sharding = sharding
         self.optim_cfg = optim_cfg
         self.max_steps = max_steps
         self.compile_backbone = compile_backbone
@@ -41,7 +47,28 @@ class PretrainModule(pl.LightningModule):
         """The trained modules, as handed to downstream runs."""
         return nn.ModuleDict({"backbone": self.backbone, "head": self.head})
 
+    def exported_weights(self) -> nn.ModuleDict:
+        """`weights()` whole, for writing: gathered from every rank's shards in a sharded run (a collective that
+        every rank calls; the result is complete on rank 0 only)."""
+        if not is_sharded(self):
+            return self.weights()
+        state = full_state(self)
+        with torch.device("meta"):
+            whole = nn.ModuleDict(
+                {"backbone": Backbone(self.backbone.cfg), "head": self.objective.build_head(self.backbone.cfg)}
+            )
+        if state:
+            whole.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in whole}, assign=True)
+        return whole
+
     def configure_model(self) -> None:
+        """Called by Lightning once the processes are up, before each fit or validation: shards a sharded run's
+        module (once), then compiles the backbone when asked."""
+        if self.sharding is not None and not is_sharded(self):
+            for stack in self.modules():
+                if isinstance(stack, Stack):
+                    stack.checkpoint_blocks = self.sharding.cfg.activation_checkpointing
+            shard(self, TransformerBlock, self.sharding, self.trainer.strategy.root_device)
         # Compiled wrapper kept outside the module tree, so state_dict names stay those of the plain backbone.
         compiled = torch.compile(self.backbone) if self.compile_backbone else self.backbone
         object.__setattr__(self, "_runner", compiled)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
@@ -29,6 +30,7 @@ from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix, write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
+from lmlab.runs.sharding import Sharding
 from lmlab.runs.start import start_stage
 from lmlab.runs.starting_point import check_tokenizer_path, load_start, refuse_unused_architecture
 from lmlab.runs.tracked import failure_recorded, track_run
@@ -104,9 +106,10 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    weights = module.exported_weights()
     if not lead:
         return metrics
-    _export(conf, run_dir, module, tokenizer, resolved, history, tracked)
+    _export(conf, run_dir, module, weights, tokenizer, resolved, history, tracked)
     if tracked is not None:
         if best.best_model_path:
             tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best.best_model_path)
@@ -134,10 +137,10 @@ def build_pretraining(
     model_cfg = replace(conf.model, vocab_size=tokenizer.vocab_size) if start is None else start.model_cfg
     if start is not None:
         _check_fits(conf, model_cfg)
-    module = PretrainModule(
-        objective, model_cfg, conf.optim, conf.trainer.max_steps, compile_backbone=conf.trainer.compile
-    )
-    if start is not None:
+    t = conf.trainer
+    sharding = Sharding(t.fsdp, t.num_nodes, lead=lead_process()) if t.strategy == "fsdp" else None
+    module = PretrainModule(objective, model_cfg, conf.optim, t.max_steps, t.compile, sharding)
+    if start is not None and (sharding is None or not sharding.builds_on_meta):
         _start_from(module, start, conf)
     n_params = sum(p.numel() for p in module.parameters())
     log.info("Model: %s, %.2fM parameters; objective %s", model_cfg.layout, n_params / 1e6, conf.objective["name"])
@@ -182,6 +185,7 @@ def _export(
     conf: TrainConfig,
     run_dir: Path,
     module: PretrainModule,
+    weights: nn.Module,
     tokenizer: TrainedTokenizer,
     resolved: dict[str, Any],
     history: MetricHistory,
@@ -194,7 +198,7 @@ def _export(
         "run_id": "" if tracked is None else tracked.run_id,
     }
     texts = {"config.yaml": OmegaConf.to_yaml(resolved)}
-    export_dir = write_export(run_dir / "export", module.weights(), module.backbone.cfg, tokenizer, metadata, texts)
+    export_dir = write_export(run_dir / "export", weights, module.backbone.cfg, tokenizer, metadata, texts)
     title = f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}"
     plot_loss_curve(history.history, export_dir / "loss_curve.png", title)
     if tracked is not None:

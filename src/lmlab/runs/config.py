@@ -31,7 +31,8 @@ SHARDINGS = ("full", "hybrid", "grad_op")
 
 @dataclass
 class FSDPConfig:
-    """Lightning's FSDPStrategy (trainer.strategy=fsdp): one FSDP unit per backbone block."""
+    """trainer.strategy=fsdp: FSDP2 under Lightning's ModelParallelStrategy, one unit per Transformer block
+    (`lmlab.runs.sharding`). Pretraining runs only."""
 
     # full: parameters, gradients and optimizer state sharded over every rank; hybrid: sharded within a node,
     # replicated across nodes; grad_op: gradients and optimizer state sharded, parameters kept whole.
@@ -49,7 +50,7 @@ class TrainerConfig:
 
     accelerator: str = "cpu"
     devices: Any = 1
-    # auto: one process, or DDP over several devices; ddp; fsdp (a GPU trainer only: Lightning refuses it on the CPU).
+    # auto: one process, or DDP over several devices; ddp; fsdp (pretraining only; GPUs over NCCL, or CPUs over gloo).
     strategy: str = "auto"
     num_nodes: int = 1
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
@@ -75,12 +76,6 @@ class TrainerConfig:
                 f"{torch.__version__}); use trainer=cpu (or trainer.accelerator=cpu)"
             )
         choice("trainer.strategy", self.strategy, STRATEGIES)
-        if self.strategy == "fsdp" and self.accelerator not in ("gpu", "cuda"):
-            raise InputError(
-                f"trainer.strategy=fsdp needs a GPU trainer (trainer=gpu); trainer.accelerator={self.accelerator} "
-                "given: Lightning's FSDPStrategy refuses the CPU ('requires a GPU accelerator'). On the CPU use "
-                "trainer.strategy=ddp"
-            )
         for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches", "num_nodes"):
             at_least(f"trainer.{key}", getattr(self, key), 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)

@@ -11,24 +11,16 @@ import pytorch_lightning as pl
 from mlflow.entities import Metric
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger, Logger
-from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy, Strategy
-from torch import nn
-from torch.distributed.fsdp import ShardingStrategy
+from pytorch_lightning.strategies import DDPStrategy, Strategy
 
 from lmlab.callbacks.progress import ProgressLines
-from lmlab.models.blocks import TransformerBlock
 from lmlab.runs.checkpoints import AtomicCheckpointIO
 from lmlab.runs.config import LoggerConfig, TrainerConfig
 from lmlab.runs.console import live_progress, quiet_libraries
+from lmlab.runs.sharding import fsdp_strategy
 from lmlab.runs.slurm import cluster_plugins
 from lmlab.tracking.buffered import BufferedClient
 from lmlab.tracking.mlflow_run import MlflowRun
-
-SHARDING = {
-    "full": ShardingStrategy.FULL_SHARD,
-    "hybrid": ShardingStrategy.HYBRID_SHARD,
-    "grad_op": ShardingStrategy.SHARD_GRAD_OP,
-}
 
 
 def build_trainer(
@@ -74,16 +66,9 @@ def build_trainer(
 
 
 def strategy(t: TrainerConfig, find_unused_parameters: bool = False) -> str | Strategy:
-    """Lightning's strategy for trainer.strategy. FSDP wraps each backbone block as one unit (and checkpoints it when
-    asked) and saves full state dicts, so checkpoints, exports and every reader stay those of a one-device run."""
+    """Lightning's strategy for trainer.strategy (fsdp: see `lmlab.runs.sharding`)."""
     if t.strategy == "fsdp":
-        blocks: set[type[nn.Module]] = {TransformerBlock}
-        return FSDPStrategy(
-            auto_wrap_policy=blocks,
-            activation_checkpointing_policy=blocks if t.fsdp.activation_checkpointing else None,
-            sharding_strategy=SHARDING[t.fsdp.sharding],
-            state_dict_type="full",
-        )
+        return fsdp_strategy()
     several = not isinstance(t.devices, int) or t.devices * t.num_nodes > 1  # "auto", -1 or a list: maybe several
     if t.strategy == "ddp" or (t.strategy == "auto" and find_unused_parameters and several):
         return DDPStrategy(find_unused_parameters=find_unused_parameters)
