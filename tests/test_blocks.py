@@ -24,7 +24,7 @@ def test_packing_keeps_every_token_exactly_once(n_tokens, block):
 
 def test_packed_blocks_on_real_cache_respect_document_separators(synthetic_data, tokenizer):
     stream = synthetic_data.splits["train"].stream
-    assert len(stream.streams) == 4  # shards of 64 documents
+    assert stream.n_shards == 4  # shards of 64 documents
     sep = tokenizer.token_id("[SEP]")
     # every document ends with [SEP] at the position just before the next document's start
     ends = [stream.document_start(i) - 1 for i in range(1, stream.n_documents)] + [stream.n_tokens - 1]

@@ -83,7 +83,7 @@ def test_token_cache_is_built_once_then_reused(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(token_cache, "_chunks", lambda *a: pytest.fail("re-tokenized a cached split"))
     again = load_or_build(corpus, tok, "train", tmp_path)
     assert np.array_equal(_tokens(again), _tokens(built))
-    assert again.stream.streams[0].tokens.dtype == np.uint16
+    assert again.stream.shard(0).tokens.dtype == np.uint16
     expected = sum(len(tok.tokenizer.encode(d, add_special_tokens=False).ids) + 1 for d in corpus.documents("train"))
     assert built.n_tokens == expected and built.n_documents == 120
 

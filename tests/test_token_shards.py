@@ -4,6 +4,7 @@ tokenizes only the shards it needs, and a tokenization killed halfway that resum
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def reference(tmp_path_factory):
     corpus = _corpus(cache)
     tok = load_or_train_tokenizer(corpus, TokenizerConfig(vocab_size=500), cache)
     one = load_or_build(corpus, tok, "train", cache, TokenizeConfig(shard_documents=DOCUMENTS))
-    assert len(one.stream.streams) == 1
+    assert one.stream.n_shards == 1
     return tok, one
 
 
@@ -67,7 +68,7 @@ def test_a_sharded_stream_reads_like_the_one_array_of_its_shards():
         )
         for lo, hi in zip(cuts, cuts[1:], strict=False)
     ]
-    whole, sharded = TokenStream(tokens, documents, sentences), ShardedStream(shards)
+    whole, sharded = TokenStream(tokens, documents, sentences), ShardedStream.of(shards, max_open=1)
     assert sharded.n_tokens == 30 and sharded.n_documents == 5
     for start, end in [(0, 30), (7, 12), (8, 27), (26, 40), (29, 30)]:
         assert np.array_equal(sharded.slice(start, end), whole.slice(start, end))
@@ -81,9 +82,27 @@ def test_a_sharded_stream_reads_like_the_one_array_of_its_shards():
 def test_two_processes_write_the_shards_one_process_writes_as_one_array(tmp_path, reference):
     tok, one = reference
     parallel = load_or_build(_corpus(tmp_path), tok, "train", tmp_path, TokenizeConfig(num_proc=2, shard_documents=30))
-    assert len(parallel.stream.streams) == 14  # 13 shards of 30 documents and one of 10
+    assert parallel.stream.n_shards == 14  # 13 shards of 30 documents and one of 10
     _assert_same(parallel, one)
     assert (tmp_path / "tokens" / parallel.fingerprint / "complete.json").is_file()
+
+
+def test_a_stream_of_many_shards_keeps_few_open_and_reads_them_all(tmp_path, reference):
+    """400 shards (3 files each) read in random order with at most 8 open: the open files stay bounded (a cache
+    of any size fits the process's file limit) and every shard reads as the one array does."""
+    tok, one = reference
+    many = load_or_build(_corpus(tmp_path), tok, "train", tmp_path, TokenizeConfig(shard_documents=1))
+    stream = many.stream
+    assert stream.n_shards == DOCUMENTS
+    stream.max_open = 8
+    before = len(os.listdir("/proc/self/fd"))
+    whole, starts = _whole(one)[0], _whole(one)[1]
+    for k in np.random.default_rng(0).permutation(stream.n_shards):
+        lo, hi = int(stream.bases[k]), int(stream.bases[k + 1])
+        assert np.array_equal(stream.slice(lo, hi), whole[lo:hi])
+        assert stream.document_start(int(k)) == starts[k]
+        assert len(os.listdir("/proc/self/fd")) <= before + 3 * 8
+    assert len(pickle.loads(pickle.dumps(stream))._open) == 0  # a loader worker opens its own
 
 
 def test_a_limit_tokenizes_only_the_shards_it_needs_and_a_later_run_appends_the_rest(tmp_path, reference, monkeypatch):
@@ -93,15 +112,15 @@ def test_a_limit_tokenizes_only_the_shards_it_needs_and_a_later_run_appends_the_
     monkeypatch.setattr(token_cache, "write_shard", lambda path, docs: written.append(path.name) or write(path, docs))
     corpus, settings = _corpus(tmp_path), TokenizeConfig(shard_documents=50)
     limited = load_or_build(corpus, tok, "train", tmp_path, settings, limit=one.n_tokens // 3)
-    shard = limited.stream.streams[0].n_tokens
+    shard = limited.stream.shard(0).n_tokens
     assert one.n_tokens // 3 <= limited.n_tokens < one.n_tokens // 3 + 2 * shard
-    assert written == [f"shard-{i:05d}" for i in range(len(limited.stream.streams))] and len(written) < 8
+    assert written == [f"shard-{i:05d}" for i in range(limited.stream.n_shards)] and len(written) < 8
     assert np.array_equal(_whole(limited)[0], _whole(one)[0][: limited.n_tokens])
     written.clear()
     assert load_or_build(corpus, tok, "train", tmp_path, settings, limit=limited.n_tokens).n_tokens == limited.n_tokens
     assert written == []  # what the limit needs is in the cache
     whole = load_or_build(corpus, tok, "train", tmp_path, settings)
-    assert written == [f"shard-{i:05d}" for i in range(len(limited.stream.streams), 8)]
+    assert written == [f"shard-{i:05d}" for i in range(limited.stream.n_shards, 8)]
     _assert_same(whole, one)
 
 
@@ -171,7 +190,7 @@ def test_a_run_with_max_tokens_trains_on_the_first_shards_that_hold_them(tmp_pat
     data = PretrainDataModule(cfg, tmp_path, seed=0)
     data.prepare()
     train, validation = data.splits["train"], data.splits["validation"]
-    assert 3000 <= train.n_tokens < 3000 + max(s.n_tokens for s in train.stream.streams)
+    assert 3000 <= train.n_tokens < 3000 + max(train.stream.shard(k).n_tokens for k in range(train.stream.n_shards))
     # 3000 * 0.05 / 0.95 = 158 tokens: the first shard of 20 validation documents holds them
-    assert validation.n_tokens >= 158 and len(validation.stream.streams) == 1 and validation.n_documents == 20
+    assert validation.n_tokens >= 158 and validation.stream.n_shards == 1 and validation.n_documents == 20
     assert train.n_documents < DOCUMENTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -10,6 +11,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lmlab.errors import InputError
+
+# Shards a stream keeps open at once (3 open files each: tokens, document and sentence starts).
+MAX_OPEN_SHARDS = 128
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,43 @@ class TokenStream:
 
 class ShardedStream:
     """Streams read one after another as one: positions run on across them. Documents never straddle two, so each
-    question about a document or its sentences is answered by one stream (and reads only its pages of a memmap)."""
+    question about a document or its sentences is answered by one stream (and reads only its pages of a memmap).
 
-    def __init__(self, streams: Sequence[TokenStream]) -> None:
-        self.streams = list(streams)
-        self.bases = np.cumsum([0] + [s.n_tokens for s in self.streams])
-        self.document_bases = np.cumsum([0] + [s.n_documents for s in self.streams])
+    A shard is opened (`open_shard(k)`) when first read, and the least recently read one is closed again once more
+    than `max_open` are open: a run reads a cache of any number of shards with a bounded number of open files and
+    mapped pages."""
+
+    def __init__(
+        self,
+        counts: Sequence[tuple[int, int]],
+        open_shard: Callable[[int], TokenStream],
+        max_open: int = MAX_OPEN_SHARDS,
+    ) -> None:
+        """`counts`: (tokens, documents) of each shard, in order."""
+        self.n_shards = len(counts)
+        self.bases = np.cumsum([0] + [n_tokens for n_tokens, _ in counts])
+        self.document_bases = np.cumsum([0] + [n_documents for _, n_documents in counts])
+        self.max_open = max_open
+        self._open_shard = open_shard
+        self._open: OrderedDict[int, TokenStream] = OrderedDict()
+
+    @classmethod
+    def of(cls, streams: Sequence[TokenStream], max_open: int = MAX_OPEN_SHARDS) -> ShardedStream:
+        """Streams in memory, read as one."""
+        return cls([(s.n_tokens, s.n_documents) for s in streams], list(streams).__getitem__, max_open)
+
+    def shard(self, k: int) -> TokenStream:
+        stream = self._open.pop(k, None)
+        if stream is None:
+            stream = self._open_shard(k)
+            while len(self._open) >= self.max_open:
+                self._open.popitem(last=False)
+        self._open[k] = stream
+        return stream
+
+    def __getstate__(self) -> dict:
+        """A copy for another process (a loader worker) opens its own shards."""
+        return {**self.__dict__, "_open": OrderedDict()}
 
     @property
     def n_tokens(self) -> int:
@@ -84,32 +119,32 @@ class ShardedStream:
         while start < end:
             k = self._at(start)
             base = int(self.bases[k])
-            piece = self.streams[k].slice(start - base, end - base)
+            piece = self.shard(k).slice(start - base, end - base)
             pieces.append(piece)
             start += len(piece)
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
 
     def document_start(self, index: int) -> int:
         k = int(np.searchsorted(self.document_bases, index, side="right")) - 1
-        return int(self.bases[k]) + self.streams[k].document_start(index - int(self.document_bases[k]))
+        return int(self.bases[k]) + self.shard(k).document_start(index - int(self.document_bases[k]))
 
     def document_index(self, position: int) -> int:
         k = self._at(position)
-        return int(self.document_bases[k]) + self.streams[k].document_index(position - int(self.bases[k]))
+        return int(self.document_bases[k]) + self.shard(k).document_index(position - int(self.bases[k]))
 
     def document_bounds(self, position: int) -> tuple[int, int]:
         k = self._at(position)
         base = int(self.bases[k])
-        start, end = self.streams[k].document_bounds(position - base)
+        start, end = self.shard(k).document_bounds(position - base)
         return start + base, end + base
 
     def sentences_between(self, start: int, end: int) -> np.ndarray:
         found = [np.zeros(0, dtype=np.int64)]
-        for k in range(self._at(start), len(self.streams)):
+        for k in range(self._at(start), self.n_shards):
             base = int(self.bases[k])
             if base >= end:
                 break
-            found.append(self.streams[k].sentences_between(max(start - base, 0), end - base) + base)
+            found.append(self.shard(k).sentences_between(max(start - base, 0), end - base) + base)
         return np.concatenate(found)
 
 

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 
 from lmlab.data.blocks import TokenStream
 from lmlab.data.cache import atomic_directory
+from lmlab.errors import InputError
 
 # A sentence ends at ., ! or ? (possibly followed by closing quotes/brackets) before whitespace. The next
 # sentence's first token is the first one starting at or after that end (byte-level BPE tokens own the space).
@@ -44,13 +45,13 @@ def shard_dir(entry: Path, index: int) -> Path:
     return entry / f"shard-{index:05d}"
 
 
-def read_shard(path: Path) -> tuple[TokenStream, ShardCounts] | None:
-    """The shard at `path`, memory-mapped, or None if it is missing or does not match its own metadata."""
+def read_shard(path: Path) -> ShardCounts | None:
+    """The counts of the shard at `path`, or None if it is missing or does not match its own metadata."""
     try:
         meta = json.loads((path / "meta.json").read_text())
         dtype = np.dtype(meta["dtype"])
-        documents = np.load(path / "documents.npy", mmap_mode="r")
-        sentences = np.load(path / "sentences.npy", mmap_mode="r")
+        n_documents = len(np.load(path / "documents.npy", mmap_mode="r"))
+        n_sentences = len(np.load(path / "sentences.npy", mmap_mode="r"))
         size = (path / "tokens.bin").stat().st_size
         counts = ShardCounts(int(meta["n_tokens"]), int(meta["n_documents"]))
     except (OSError, ValueError, KeyError):
@@ -58,12 +59,28 @@ def read_shard(path: Path) -> tuple[TokenStream, ShardCounts] | None:
     if (
         counts.n_documents < 1
         or size != counts.n_tokens * dtype.itemsize
-        or len(documents) != counts.n_documents
-        or len(sentences) < counts.n_documents
+        or n_documents != counts.n_documents
+        or n_sentences < counts.n_documents
     ):
         return None
-    tokens = np.memmap(path / "tokens.bin", dtype=dtype, mode="r")
-    return TokenStream(tokens, documents, sentences), counts
+    return counts
+
+
+def map_shard(entry: Path, index: int) -> TokenStream:
+    """Shard `index` of the cache `entry` (checked by `read_shard` when the run started), memory-mapped."""
+    path = shard_dir(entry, index)
+    try:
+        dtype = np.dtype(json.loads((path / "meta.json").read_text())["dtype"])
+        return TokenStream(
+            np.memmap(path / "tokens.bin", dtype=dtype, mode="r"),
+            np.load(path / "documents.npy", mmap_mode="r"),
+            np.load(path / "sentences.npy", mmap_mode="r"),
+        )
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(
+            f"token cache shard {path} can no longer be read ({err}): it changed while this run was reading it. "
+            "Rerun to rebuild it"
+        ) from err
 
 
 def sentence_starts(documents: Sequence[str], encodings: Sequence[Any], document_starts: np.ndarray) -> np.ndarray:

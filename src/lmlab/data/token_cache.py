@@ -15,17 +15,18 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmlab.data.blocks import ShardedStream, TokenStream
+from lmlab.data.blocks import ShardedStream
 from lmlab.data.cache import fingerprint
 from lmlab.data.config import TokenizeConfig
 from lmlab.data.corpus import Corpus
-from lmlab.data.shards import ShardCounts, read_shard, shard_dir, shard_writer, write_shard
+from lmlab.data.shards import ShardCounts, map_shard, read_shard, shard_dir, shard_writer, write_shard
 from lmlab.data.tokenizer import SEP, TrainedTokenizer
 from lmlab.errors import InputError
 
@@ -77,16 +78,16 @@ def load_or_build(
     else:
         shards = _prefix(entry, limit)
         assert shards, f"token cache {entry} is incomplete right after it was built"
-    stream = ShardedStream(shards)
+    stream = ShardedStream([(c.n_tokens, c.n_documents) for c in shards], partial(map_shard, entry))
     log.info("%s: %d tokens in %d documents, %d shards", split, stream.n_tokens, stream.n_documents, len(shards))
     return TokenArray(stream, fingerprint(fp, len(shards)) if limit is not None else fp)
 
 
-def _prefix(entry: Path, limit: int | None) -> list[TokenStream] | None:
+def _prefix(entry: Path, limit: int | None) -> list[ShardCounts] | None:
     """The shards from the first that hold `limit` tokens (or the whole split), or None while some are missing."""
     complete = (entry / COMPLETE).is_file()
     n_shards = json.loads((entry / COMPLETE).read_text())["n_shards"] if complete else None
-    shards: list[TokenStream] = []
+    shards: list[ShardCounts] = []
     total = 0
     while n_shards is None or len(shards) < n_shards:
         if limit is not None and total >= limit:
@@ -94,12 +95,12 @@ def _prefix(entry: Path, limit: int | None) -> list[TokenStream] | None:
         read = _read(entry, len(shards))
         if read is None:
             return None
-        shards.append(read[0])
-        total += read[1].n_tokens
+        shards.append(read)
+        total += read.n_tokens
     return shards
 
 
-def _read(entry: Path, index: int) -> tuple[TokenStream, ShardCounts] | None:
+def _read(entry: Path, index: int) -> ShardCounts | None:
     path = shard_dir(entry, index)
     read = read_shard(path)
     if read is None and path.exists():
@@ -126,7 +127,7 @@ def _build(
         for index, documents in enumerate(_chunks(corpus.documents(split), tokenize.shard_documents)):
             kept = _read(entry, index)
             if kept is not None:
-                pending.append(_done(kept[1]))
+                pending.append(_done(kept))
             else:
                 pending.append(writer.submit(write_shard, shard_dir(entry, index), documents))
             n_shards = index + 1
