@@ -48,11 +48,16 @@ def test_sampler_order_is_a_function_of_seed_and_epoch():
     assert [i for _, i, _ in a] != first
 
 
-def test_sampler_shards_one_permutation_across_ranks():
-    ranks = [EpochSampler(10, seed=0, shuffle=True, rank=r, world_size=3) for r in range(3)]
-    seen = sorted(i for s in ranks for _, i, _ in s)
-    assert seen == list(range(10))
-    assert [len(s) for s in ranks] == [4, 3, 3]
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_each_rank_owns_an_equal_contiguous_part(shuffle):
+    ranks = [EpochSampler(11, seed=0, shuffle=shuffle, rank=r, world_size=3) for r in range(3)]
+    parts = [[i for _, i, _ in s] for s in ranks]
+    within = np.random.default_rng([0, 0]).permutation(3) if shuffle else np.arange(3)
+    assert parts == [list(within + 3 * r) for r in range(3)]  # 3 each: 9 and 10 left out
+    assert [len(s) for s in ranks] == [3, 3, 3]
+    assert [i for _, i, _ in EpochSampler(11, seed=0, shuffle=shuffle)] == (
+        list(np.random.default_rng([0, 0]).permutation(11)) if shuffle else list(range(11))
+    ), "one process: the order of every earlier lmlab version"
 
 
 def test_validation_order_is_fixed_and_uses_epoch_zero():

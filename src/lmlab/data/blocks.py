@@ -242,7 +242,10 @@ class EpochSampler(Sampler):
     """Yields (epoch, index, batch number). The order is a pure function of (seed, epoch); Lightning calls
     `set_epoch`. The batch number (position // batch_size) lets a transform make one choice per batch.
 
-    With several processes each rank takes every world_size-th index of the same permutation.
+    With several processes rank r owns the r-th of world_size equal, contiguous parts of the blocks, and so reads
+    only the shards of the cache that hold them; each epoch it takes its part in the shuffled order. The parts are
+    equal (the last length % world_size blocks are left out) because every rank must run the same number of steps:
+    DDP's and FSDP's collectives wait for all of them.
     """
 
     def __init__(
@@ -266,18 +269,15 @@ class EpochSampler(Sampler):
         self._resume = (epoch, batches_done)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
+        return self.length // self.world_size
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        order = (
-            np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
-            if self.shuffle
-            else np.arange(self.length)
-        )
+        share = len(self)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(share) if self.shuffle else np.arange(share)
         epoch = self.epoch if self.shuffle else 0
         skip = self._resume[1] * self.batch_size if self._resume and self._resume[0] == self.epoch else 0
         self._resume = None
-        for position, index in enumerate(order[self.rank :: self.world_size]):
+        for position, index in enumerate(order + self.rank * share):
             if position >= skip:
                 yield epoch, int(index), position // self.batch_size
 
