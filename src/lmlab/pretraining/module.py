@@ -57,8 +57,8 @@ class PretrainModule(pl.LightningModule):
             whole = nn.ModuleDict(
                 {"backbone": Backbone(self.backbone.cfg), "head": self.objective.build_head(self.backbone.cfg)}
             )
-        if state:
-            whole.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in whole}, assign=True)
+        if state:  # cloned: a gathered tensor may be a view into a padded buffer, which safetensors will not save
+            whole.load_state_dict({k: v.clone() for k, v in state.items() if k.split(".")[0] in whole}, assign=True)
         return whole
 
     def configure_model(self) -> None:
