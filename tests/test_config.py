@@ -137,3 +137,15 @@ def test_files_given_to_a_source_that_reads_none_are_refused_not_ignored():
 
     with pytest.raises(InputError, match="data.files is set but data.source=synthetic reads no files"):
         DataConfig(source="synthetic", files=["corpus.txt"]).validate()
+
+
+@pytest.mark.parametrize("model", ["base", "large", "gpt2_124m"])
+@pytest.mark.parametrize("data", ["wikitext103", "wikipedia", "bookcorpus", "c4", "fineweb"])
+def test_gpu_scale_presets_have_shapes_that_fill_tensor_cores(compose_config, model, data):
+    """Every matmul dimension of the GPU-scale presets is a multiple of 64 (bf16 tensor-core tiles): widths, head
+    size, block length and the vocabulary of the output projection."""
+    conf = parse(compose_config(f"model={model}", f"data={data}", "objective=clm", "model.layout=decoder"), TrainConfig)
+    m = conf.model
+    dims = {"d_model": m.d_model, "d_ff": m.d_ff, "head size": m.d_model // m.n_heads}
+    dims |= {"block_size": conf.data.block_size, "vocab_size": conf.data.tokenizer.vocab_size}
+    assert {name: size for name, size in dims.items() if size % 64} == {}
