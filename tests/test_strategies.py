@@ -102,6 +102,8 @@ def test_ddp_looks_for_unused_parameters_only_where_an_objective_leaves_some(tok
 
 def test_bad_strategy_values_are_refused_by_name(compose_config):
     parse(compose_config("trainer.strategy=fsdp"), TrainConfig)  # on the CPU too (finetune.py's: test_bad_inputs)
+    with pytest.raises(InputError, match=r"trainer.strategy=fsdp does not train in trainer.precision=16-mixed .*bf16"):
+        parse(compose_config("trainer.strategy=fsdp", "trainer.precision=16-mixed"), TrainConfig)
     with pytest.raises(InputError, match="trainer.strategy"):
         parse(compose_config("trainer.strategy=deepspeed"), TrainConfig)
     with pytest.raises(InputError, match="trainer.fsdp.sharding"):

@@ -26,6 +26,7 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true")
 LOGGERS = ("mlflow", "csv", "none")
 STRATEGIES = ("auto", "ddp", "fsdp")
+FSDP_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16", "bf16-true", "16-true")
 SHARDINGS = ("full", "hybrid", "grad_op")
 
 
@@ -76,6 +77,11 @@ class TrainerConfig:
                 f"{torch.__version__}); use trainer=cpu (or trainer.accelerator=cpu)"
             )
         choice("trainer.strategy", self.strategy, STRATEGIES)
+        if self.strategy == "fsdp" and str(self.precision) not in FSDP_PRECISIONS:
+            raise InputError(
+                f"trainer.strategy=fsdp does not train in trainer.precision={self.precision} (Lightning's "
+                f"ModelParallelStrategy refuses it); choose one of {', '.join(FSDP_PRECISIONS)}"
+            )
         for key in ("max_steps", "val_check_interval", "log_every_n_steps", "accumulate_grad_batches", "num_nodes"):
             at_least(f"trainer.{key}", getattr(self, key), 1)
         at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)
