@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +135,21 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> PretrainDataModu
 def tokenizer(synthetic_data: PretrainDataModule) -> TrainedTokenizer:
     assert synthetic_data.tokenizer is not None
     return synthetic_data.tokenizer
+
+
+def sigterm_after_first_checkpoint(cmd: list[str], root: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `cmd` (a train.py command writing under `root`) and SIGTERM it (rank 0 only: the launcher's parent
+    process) once its first best-step checkpoint exists; the finished process, with its stderr."""
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        if list((root / "outputs").glob("default/*/checkpoints/best-step*.ckpt")):
+            break
+        time.sleep(0.05)
+    assert job.poll() is None, "the run ended before it could be interrupted"
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=180)
+    return subprocess.CompletedProcess(cmd, job.returncode, "", stderr)
 
 
 def run_env(root: Path) -> dict[str, str]:

@@ -3,10 +3,8 @@ and a SIGTERM to rank 0 stops every rank at the same batch (saving is a collecti
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from lmlab.runs.exports import load_export
 
-from .conftest import ROOT, TINY, run_env
+from .conftest import ROOT, TINY, run_env, sigterm_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -30,16 +28,8 @@ def test_two_ranks_make_one_run_in_one_dir_and_stop_together_on_sigterm(tmp_path
         "trainer.val_check_interval=20",
     ]
     env = {**run_env(tmp_path), "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and job.poll() is None:
-        if list((tmp_path / "outputs").glob("default/*/checkpoints/best-step*.ckpt")):
-            break
-        time.sleep(0.1)
-    assert job.poll() is None, "the run ended before it could be interrupted"
-    job.send_signal(signal.SIGTERM)  # rank 0 only: the launcher's parent process
-    _, stderr = job.communicate(timeout=180)
-    assert job.returncode == 0, stderr[-3000:]
+    interrupted = sigterm_after_first_checkpoint(cmd, tmp_path, env)
+    assert interrupted.returncode == 0, interrupted.stderr[-3000:]
     [run_dir] = (tmp_path / "outputs" / "default").iterdir()
     stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < stopped < steps

@@ -3,10 +3,8 @@ SIGTERM, resumes exactly, and exports weights that generate.py and finetune.py r
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from lmlab.runs.exports import load_export
 
-from .conftest import ROOT, TINY, run_env
+from .conftest import ROOT, TINY, run_env, sigterm_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +29,7 @@ def _train(root: Path, *overrides: str, interrupt: bool = False) -> subprocess.C
     env = {**run_env(root), "OMP_NUM_THREADS": "1"}
     if not interrupt:
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and job.poll() is None:
-        if list((root / "outputs").glob("default/*/checkpoints/best-step*.ckpt")):
-            break
-        time.sleep(0.05)
-    assert job.poll() is None, "the run ended before it could be interrupted"
-    job.send_signal(signal.SIGTERM)
-    _, stderr = job.communicate(timeout=180)
-    return subprocess.CompletedProcess(cmd, job.returncode, "", stderr)
+    return sigterm_after_first_checkpoint(cmd, root, env)
 
 
 def _losses(root: Path, resumed_from: int | None = None) -> dict[int, float]:
