@@ -17,7 +17,7 @@ SHOWN = ("train/loss", "train/reward")  # whichever the run logs (an RL run's lo
 
 class ProgressLines(Callback):
     """One line every `every` optimiser steps (and at the last): step, max steps, the logged train loss (and an RL
-    run's reward), speed."""
+    run's reward), speed. Written by rank 0 alone, whose values are the ones the run records."""
 
     def __init__(self, every: int) -> None:
         self.every = max(1, every)
@@ -25,7 +25,7 @@ class ProgressLines(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         step = trainer.global_step
-        if step % self.every and step < trainer.max_steps:
+        if not trainer.is_global_zero or (step % self.every and step < trainer.max_steps):
             return
         if self._last is not None and self._last[0] == step:
             return  # a step that accumulates gradients over several batches ends once
