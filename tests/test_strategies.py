@@ -15,13 +15,11 @@ from lmlab.config_schema import parse
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.models import ModelConfig
-from lmlab.models.blocks import TransformerBlock
-from lmlab.models.stack import Stack
 from lmlab.objectives import build_objective
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.config import FSDPConfig, OptimConfig, TrainerConfig
-from lmlab.runs.sharding import Sharding, is_sharded, shard
+from lmlab.runs.sharding import Sharding, is_sharded
 from lmlab.runs.trainer import strategy
 
 
@@ -56,10 +54,7 @@ def test_a_sharded_module_computes_the_loss_and_gradients_of_the_plain_one(
     tokenizer = synthetic_data.tokenizer
     plain = _module(tokenizer, None, objective)
     sharded = _module(tokenizer, Sharding(fsdp, num_nodes=1, lead=True), objective)
-    for stack in sharded.modules():
-        if isinstance(stack, Stack):
-            stack.checkpoint_blocks = fsdp.activation_checkpointing
-    shard(sharded, TransformerBlock, sharded.sharding, torch.device("cpu"))
+    sharded.shard_onto(torch.device("cpu"))
     assert is_sharded(sharded) and all(is_sharded(b) for b in sharded.backbone.stack.blocks)
     assert all(isinstance(p, DTensor) for p in sharded.parameters())
     examples = [

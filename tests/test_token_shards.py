@@ -96,7 +96,7 @@ def test_a_stream_of_many_shards_keeps_few_open_and_reads_them_all(tmp_path, ref
     assert stream.n_shards == DOCUMENTS
     stream.max_open = 8
     before = len(os.listdir("/proc/self/fd"))
-    whole, starts = _whole(one)[0], _whole(one)[1]
+    whole, starts, _ = _whole(one)
     for k in np.random.default_rng(0).permutation(stream.n_shards):
         lo, hi = int(stream.bases[k]), int(stream.bases[k + 1])
         assert np.array_equal(stream.slice(lo, hi), whole[lo:hi])

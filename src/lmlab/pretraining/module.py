@@ -65,13 +65,18 @@ class PretrainModule(pl.LightningModule):
         """Called by Lightning once the processes are up, before each fit or validation: shards a sharded run's
         module (once), then compiles the backbone when asked."""
         if self.sharding is not None and not is_sharded(self):
-            for stack in self.modules():
-                if isinstance(stack, Stack):
-                    stack.checkpoint_blocks = self.sharding.cfg.activation_checkpointing
-            shard(self, TransformerBlock, self.sharding, self.trainer.strategy.root_device)
+            self.shard_onto(self.trainer.strategy.root_device)
         # Compiled wrapper kept outside the module tree, so state_dict names stay those of the plain backbone.
         compiled = torch.compile(self.backbone) if self.compile_backbone else self.backbone
         object.__setattr__(self, "_runner", compiled)
+
+    def shard_onto(self, device: torch.device) -> None:
+        """Shard this module as `self.sharding` says, its shards on `device` (a collective: every rank calls it)."""
+        assert self.sharding is not None
+        for stack in self.modules():
+            if isinstance(stack, Stack):
+                stack.checkpoint_blocks = self.sharding.cfg.activation_checkpointing
+        shard(self, TransformerBlock, self.sharding, device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ObjectiveOutput:
         """The objective's output on `batch`, through the compiled backbone when trainer.compile is set."""
