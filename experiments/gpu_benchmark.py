@@ -4,7 +4,8 @@ AdamW, SDPA (flash) attention. `python experiments/gpu_benchmark.py --models bas
 Each model runs at its own shape (BERT-base at T=128, GPT-2-124M at T=1024) with the vocabulary of the model it
 stands for, padded to a multiple of 64 for the tensor cores (30,528 and 50,304). A pair whose layouts do not match (an
 encoder objective on GPT-2) is skipped. MFU is model FLOPs (the objective's own count: 3x the forward pass) per second
-over the GPU's dense bf16 peak (`--peak-tflops` for a GPU not in PEAK_TFLOPS).
+over the GPU's dense bf16 peak, the one training logs MFU over (`lmlab.callbacks.throughput.peak_flops`;
+`--peak-tflops` for a GPU it does not know).
 
 `--dry-run` runs the same code on the CPU at toy size (2 layers, 64 wide, batch 2, T=32, 2 steps, bf16 autocast,
 compiled) and checks that every step's loss is finite: CI runs it, so the GPU path is known to work before a GPU is.
@@ -20,22 +21,21 @@ from pathlib import Path
 import torch
 from throughput import measure, print_table
 
+from lmlab.callbacks.throughput import peak_flops
 from lmlab.objectives import objective_class
 from lmlab.pretraining.config import register_configs
 
 # (block size, batch size, vocabulary) of each model, as it is trained
 SHAPES = {"base": (128, 256, 30528), "gpt2_124m": (1024, 32, 50304)}
 LAYOUTS = {"base": "encoder", "gpt2_124m": "decoder"}
-# Dense bf16 tensor-core peak, TFLOP/s, by a name in torch.cuda.get_device_name()
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 TOY = ("model.n_layers=2", "model.d_model=64", "model.n_heads=2", "model.d_ff=128", "data.world.train_documents=200")
 
 
 def peak_tflops(device: str, given: float | None) -> float | None:
-    if given is not None or device != "cuda":
+    if given is not None:
         return given
-    name = torch.cuda.get_device_name()
-    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
+    flops = peak_flops(torch.device(device), torch.bfloat16)
+    return None if flops is None else flops / 1e12
 
 
 def main() -> None:

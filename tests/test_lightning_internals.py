@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from torch.utils.data import DataLoader, TensorDataset
 
+from lmlab.callbacks import throughput
 from lmlab.callbacks.lightning_internals import log_batch_metrics_now
 from lmlab.runs.trainer import TrackedRunLogger
 from lmlab.tracking.mlflow_run import open_run
@@ -86,3 +87,56 @@ def test_the_tracked_run_logger_skips_steps_the_run_already_holds(tmp_path):
     _fit(tmp_path, logger, [])
     assert _steps(run) == [3, 4, 5]
     assert (logger.name, logger.version) == ("lmlab", run.run_id)
+
+
+class _Tokens(pl.LightningModule):
+    """Batches shaped like lmlab's, and the FLOPs count ThroughputMonitor reads."""
+
+    flops_per_batch = 4_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch["input_ids"].float()).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _Metrics(pl.loggers.Logger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: list[dict[str, float]] = []
+
+    name = "metrics"
+    version = "0"
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.logged.append(metrics)
+
+    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def test_token_throughput_logs_mfu_over_lmlabs_peak_not_lightnings(tmp_path, monkeypatch):
+    peak = 2_000_000
+    monkeypatch.setattr(throughput, "peak_flops", lambda device, dtype: peak)
+    batches = [{"input_ids": torch.ones(2, 2, dtype=torch.long), "n_tokens": torch.tensor(4)} for _ in range(8)]
+    logger = _Metrics()
+    trainer = pl.Trainer(
+        max_steps=8,
+        logger=logger,
+        callbacks=[throughput.token_throughput(window_size=2)],
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(_Tokens(), DataLoader(batches, batch_size=None))
+    measured = [m for m in logger.logged if "train/device/mfu" in m]
+    assert measured, "no MFU was logged"
+    for m in measured:
+        assert m["train/device/mfu"] == pytest.approx(m["train/device/flops_per_sec"] / peak)
