@@ -1,5 +1,5 @@
 """Generate from a trained decoder, prefix-LM or encoder-decoder run:
-`python generate.py run=<dir or run id> prompt="..."`."""
+`python generate.py run=<dir, run id or hf:<dir or hub name>> prompt="..."`."""
 
 import os
 from pathlib import Path
@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 from lmlab.config_schema import parse
 from lmlab.generation import GenerateConfig, LoadedRun, complete
 from lmlab.runs.entry import run_job
-from lmlab.runs.exports import load_export
 from lmlab.runs.hydra_guard import guard_compositions
+from lmlab.runs.starting_point import load_run
 
 os.environ.setdefault("LMLAB_ROOT", str(Path(__file__).resolve().parent))
 ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)
@@ -21,7 +21,7 @@ guard_compositions("generate", GenerateConfig)
 
 def generate(cfg: DictConfig, _: Path) -> None:
     c = parse(cfg, GenerateConfig)
-    exported = load_export(c.run, c.tracking_uri)
+    exported, _ = load_run(c.run, c.tracking_uri, Path(c.cache_dir))
     run = LoadedRun(exported.backbone().eval(), exported.tokenizer.tokenizer, exported.objective_name)
     print(c.prompt + " " + complete(run, c.prompt, c.generation, c.seed))
 

@@ -5,6 +5,8 @@ options with no HF counterpart are refused by name."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from torch import nn
 
 from lmlab.config_schema import parse
+from lmlab.data.config import DataConfig
 from lmlab.data.tokenizer import CLS, SEP, TrainedTokenizer
 from lmlab.errors import InputError, MissingInputFile
 from lmlab.exporting.hf import export_hf
@@ -23,6 +26,7 @@ from lmlab.exporting.run import ExportConfig, export
 from lmlab.finetuning.config import register_finetune_configs
 from lmlab.finetuning.run import finetune
 from lmlab.generation import GenerationConfig, generate
+from lmlab.heads import IGNORE
 from lmlab.hf.architectures import mapping_for
 from lmlab.hf.bert import LAYOUT as BERT
 from lmlab.hf.gpt2 import LAYOUT as GPT2
@@ -30,14 +34,20 @@ from lmlab.hf.importing import load_hf
 from lmlab.hf.llama import LAYOUT as LLAMA
 from lmlab.hf.t5 import LAYOUT as T5
 from lmlab.models import Backbone, ModelConfig
+from lmlab.objectives import build_objective
+from lmlab.objectives.heldout import validation_batches
 from lmlab.objectives.mlm import MLMHead
 from lmlab.pretraining.config import TrainConfig
+from lmlab.pretraining.evaluate import evaluate_run
 from lmlab.pretraining.run import build_pretraining, pretrain
+from lmlab.rl.run import rl
 from lmlab.runs.exports import load_export, write_export
+from lmlab.runs.starting_point import load_run
 from lmlab.tasks.base import pooled
 from lmlab.tasks.classification import ClassificationHead
 
-from .conftest import CONF, TINY, _link_experiments
+from .conftest import CONF, ROOT, TINY, _link_experiments, run_env
+from .test_rl import compose_rl
 
 transformers = pytest.importorskip("transformers")
 register_finetune_configs()
@@ -291,6 +301,71 @@ def test_an_imported_hf_model_gives_the_same_logits(arch, tmp_path):
         assert (
             run.model_cfg.vocab_size == vocab
         )  # the 5 specials took 5 of the 20 spare rows; 15 [UNUSEDi] fill the rest
+
+
+def test_evaluate_scores_an_hf_model_as_transformers_does(tmp_path):
+    model, size = _hf_checkpoint("gpt2", tmp_path / "gpt2")
+    source, cache = f"hf:{tmp_path / 'gpt2'}", tmp_path / ".cache"
+    data = DataConfig(block_size=32, batch_size=8)
+    data.world.train_documents, data.world.validation_documents = 300, 40
+    metrics = evaluate_run(source, data, cache, None, max_batches=3)
+
+    run, lineage = load_run(source, None, cache)
+    assert lineage["lmlab.pretrained"] == source and run.objective_name == "clm"
+    # The import appends lmlab's special tokens (documents are packed with [SEP] between them) as rows holding the
+    # mean embedding: transformers' model gets the same rows.
+    assert run.model_cfg.vocab_size == size + 5
+    model.resize_token_embeddings(size + 5)
+    with torch.no_grad():
+        model.transformer.wte.weight[size:] = model.transformer.wte.weight[:size].mean(0)
+    batches = validation_batches(data, run.tokenizer, build_objective(run.objective, run.tokenizer), cache, 0, 3)
+    total, targets = 0.0, 0
+    for batch in batches:
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"]).logits
+        labels = batch["labels"].flatten()
+        total += float(
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels, ignore_index=IGNORE, reduction="sum")
+        )
+        targets += int((labels != IGNORE).sum())
+    assert metrics["targets"] == targets
+    assert metrics["loss"] == pytest.approx(total / targets, rel=1e-5)
+
+
+def test_evaluate_refuses_a_model_without_a_pretraining_head_before_tokenizing(tmp_path):
+    size = _hf_tokenizer(tmp_path / "bert", ["[PAD]"])
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=size
+    )
+    transformers.BertModel(config).save_pretrained(str(tmp_path / "bert"))  # no MLM head
+    with pytest.raises(InputError, match=r"records no pretraining objective to score it under \(objective 'none'\)"):
+        evaluate_run(f"hf:{tmp_path / 'bert'}", DataConfig(block_size=32), tmp_path / ".cache", None)
+    assert not (tmp_path / ".cache" / "tokens").exists()
+
+
+def test_generate_py_continues_a_prompt_with_an_hf_model_as_transformers_does(tmp_path):
+    model, _ = _hf_checkpoint("gpt2", tmp_path / "gpt2")
+    source = f"hf:{tmp_path / 'gpt2'}"
+    cmd = [sys.executable, "generate.py", f"run={source}", "prompt='Paris is'", "generation.max_new_tokens=8"]
+    done = subprocess.run(cmd, cwd=ROOT, env=run_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tok = load_run(source, None, tmp_path / ".cache")[0].tokenizer.tokenizer
+    ids = tok.encode("Paris is", add_special_tokens=False).ids
+    out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=0)
+    assert done.stdout.splitlines()[-1] == "Paris is " + tok.decode(out[0, len(ids) :].tolist())
+
+
+@pytest.mark.slow
+def test_rl_fine_tunes_an_hf_policy_and_records_its_source(project):
+    _hf_checkpoint("gpt2", project / "gpt2")
+    source = f"hf:{project / 'gpt2'}"
+    rl(compose_rl(source, "rl=rloo"), project / "run")
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["lmlab.policy_run"] == source and run.data.tags["lmlab.hf_model_type"] == "gpt2"
+    exported = load_export(str(project / "run"))
+    assert exported.objective_name == "clm" and exported.model_cfg.layout == "decoder"
 
 
 def _compose(config: str, *overrides: str):

@@ -46,10 +46,11 @@ class GenerationConfig:
 class GenerateConfig:
     """Schema of `generate.py` (conf/generate.yaml)."""
 
-    run: str = "???"  # an export dir, a run output dir or an MLflow run id
+    run: str = "???"  # an export dir, a run output dir, an MLflow run id or hf:<dir or hub name>
     prompt: str = "???"
     seed: int = 0
     tracking_uri: str = ""
+    cache_dir: str = ".cache"  # where an MLflow run's artifacts and an hf: model's tokenizer are kept
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
 

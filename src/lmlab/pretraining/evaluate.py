@@ -14,10 +14,11 @@ from hydra.core.config_store import ConfigStore
 from lmlab.config_schema import at_least
 from lmlab.data.config import DataConfig
 from lmlab.errors import InputError
-from lmlab.objectives import build_objective
+from lmlab.objectives import available_objectives, build_objective
 from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.runs.config import PathsConfig
-from lmlab.runs.exports import load_checked, load_export, strip_prefix
+from lmlab.runs.exports import load_checked, strip_prefix
+from lmlab.runs.starting_point import load_run
 
 
 @dataclass
@@ -66,7 +67,13 @@ def evaluate_run(
     """`max_batches` > 0 evaluates only the first batches. Masking (MLM-style objectives) is the fixed
     validation masking of epoch 0, so numbers are comparable across runs. With `adapt.steps` > 0 the metrics are
     the query's after adaptation, and `*_before` its metrics before."""
-    exported = load_export(run, tracking_uri, cache_dir)
+    exported, _ = load_run(run, tracking_uri, cache_dir)
+    if exported.objective_name not in available_objectives():
+        raise InputError(
+            f"run={run} records no pretraining objective to score it under (objective {exported.objective_name!r}): "
+            "evaluate.py scores a pretraining run, or an hf: model with its pretraining head (BertForMaskedLM, "
+            "GPT-2, Llama, T5), under that objective; a fine-tune is scored by its task's metrics in its own run"
+        )
     if data_cfg.block_size > exported.model_cfg.max_positions:
         raise InputError(
             f"data.block_size={data_cfg.block_size} exceeds the run's model.max_positions="

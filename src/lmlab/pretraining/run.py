@@ -32,7 +32,7 @@ from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix, write_ex
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.sharding import Sharding
 from lmlab.runs.start import start_stage
-from lmlab.runs.starting_point import check_tokenizer_path, load_start, refuse_unused_architecture
+from lmlab.runs.starting_point import check_tokenizer_path, load_run, refuse_unused_architecture
 from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
@@ -127,7 +127,7 @@ def build_pretraining(
     data_cfg, start = conf.data, None
     lineage: dict[str, str] = {}
     if conf.init.lower() != "none":
-        start, lineage = load_start(conf.init, conf.logger.tracking_uri, cache)
+        start, lineage = load_run(conf.init, conf.logger.tracking_uri, cache)
         check_tokenizer_path(conf.data, start, "init", conf.init)
         data_cfg = replace(conf.data, tokenizer=replace(conf.data.tokenizer, path=str(start.tokenizer.path)))
     data = PretrainDataModule(data_cfg, cache, conf.seed)

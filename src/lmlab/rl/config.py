@@ -34,8 +34,8 @@ class RLEvalConfig:
 
 @dataclass
 class RLConfig(RunConfig, ResumeConfig):
-    # The policy's starting point: an MLflow run id or a run's output or export directory (decoder, prefix-LM or
-    # encoder-decoder).
+    # The policy's starting point: an MLflow run id, a run's output or export directory, or hf:<dir or hub name>
+    # (decoder, prefix-LM or encoder-decoder).
     policy: str = "???"
     rl: Any = field(default_factory=dict)
     reward: Any = field(default_factory=dict)

@@ -36,9 +36,10 @@ from lmlab.runs.checkpoints import LAST
 from lmlab.runs.config_drift import check_resume_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import ExportedRun, load_export, write_export
+from lmlab.runs.exports import ExportedRun, write_export
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
 from lmlab.runs.start import start_stage
+from lmlab.runs.starting_point import load_run
 from lmlab.runs.step_loader import StepLoader
 from lmlab.runs.tracked import failure_recorded, track_run
 from lmlab.runs.trainer import build_trainer, lightning_logger
@@ -53,7 +54,7 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
     algo_cfg = conf.algorithm_config()
     # Everything that can refuse the inputs runs before the run dir is written.
-    policy = load_export(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+    policy, lineage = load_run(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
     _check_policy(policy, conf.policy)
     inputs = _preference_inputs(conf, policy) if conf.preferences_used() else _reward_inputs(conf, policy)
     ckpt_dir = run_dir / "checkpoints"
@@ -66,11 +67,14 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
     log.info("RL: %s, %s", algo_cfg.name, inputs.what)
     resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
+    hf_tags = {k: v for k, v in lineage.items() if k.startswith("lmlab.hf_")}
     tags = {
         "lmlab.kind": "rl",
         "lmlab.rl": algo_cfg.name,
         "lmlab.reward": inputs.source,
-        "lmlab.policy_run": policy.run_id or str(policy.path),
+        # An hf: policy is named by its source and described by its lmlab.hf_* tags.
+        "lmlab.policy_run": policy.run_id or (conf.policy if hf_tags else str(policy.path)),
+        **hf_tags,
         "lmlab.policy_objective": policy.objective_name,
         "lmlab.tokenizer_fingerprint": policy.tokenizer.fingerprint,
         **(inputs.reward.lineage() if inputs.reward is not None else {}),

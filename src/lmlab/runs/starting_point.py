@@ -35,13 +35,15 @@ def starting_point(
         tokenizer = load_or_train_tokenizer(build_corpus(data, cache / "hf"), data.tokenizer, cache)
         backbone = Backbone(replace(model, vocab_size=tokenizer.vocab_size))
         return StartingPoint(backbone, tokenizer, {"lmlab.pretrained": "none", "lmlab.pretrained_objective": "none"})
-    exported, lineage = load_start(pretrained, tracking_uri, cache)
+    exported, lineage = load_run(pretrained, tracking_uri, cache)
     check_tokenizer_path(data, exported, "pretrained", pretrained)
     return StartingPoint(exported.backbone(), exported.tokenizer, lineage)
 
 
-def load_start(source: str, tracking_uri: str, cache: Path) -> tuple[ExportedRun, dict[str, str]]:
-    """The run `source` names (an lmlab run or hf:<path or hub name>) and the lineage tags that record it."""
+def load_run(source: str, tracking_uri: str | None, cache: Path) -> tuple[ExportedRun, dict[str, str]]:
+    """The run `source` names (an MLflow run id, a run or export dir, or hf:<path or hub name>: a Hugging Face model
+    mapped into lmlab's backbone) and the lineage tags that record it. Every stage and tool that reads a run reads it
+    here, so each accepts the same sources."""
     if is_hf(source):
         checkpoint = load_hf(source, cache)
         run = ExportedRun(
