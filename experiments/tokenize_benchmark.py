@@ -125,7 +125,7 @@ def kill_halfway(args: argparse.Namespace, cache: Path, after: float) -> dict[st
     time.sleep(after)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    (entry,) = (cache / "tokens").iterdir()
+    (entry,) = (cache / "tokens").glob("[!.]*")  # the entry, not its lock file
     assert not (entry / "complete.json").exists(), "the build finished before it was killed"
     return {p.name: p.stat().st_mtime_ns for p in entry.glob("shard-*")}
 
@@ -134,7 +134,7 @@ def same_tokens(a: Path, b: Path) -> bool:
     """The two caches' streams hold the same tokens and document starts, compared shard by shard."""
     from lmlab.data.token_cache import _prefix
 
-    (ea,), (eb,) = (a / "tokens").iterdir(), (b / "tokens").iterdir()
+    (ea,), (eb,) = (a / "tokens").glob("[!.]*"), (b / "tokens").glob("[!.]*")
     sa, sb = _prefix(ea, None), _prefix(eb, None)
     assert sa is not None and sb is not None
     return len(sa) == len(sb) and all(
@@ -192,7 +192,7 @@ def main() -> None:
     finished = kill_halfway(args, resumed_cache, ours["seconds"] / 2)
     subprocess.run(child(args, "lmlab", resumed_cache, args.num_proc), check=True)
     rerun = json.loads((args.work / "resumed.json").read_text())
-    (entry,) = (resumed_cache / "tokens").iterdir()
+    (entry,) = (resumed_cache / "tokens").glob("[!.]*")
     after = {p.name: p.stat().st_mtime_ns for p in entry.glob("shard-*")}
     kept = sum(after.get(name) == mtime for name, mtime in finished.items())
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 from dataclasses import replace
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from lmlab.data import token_cache
+from lmlab.data.cache import building
 from lmlab.data.config import DataConfig, TokenizeConfig, TokenizerConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import load_or_build
@@ -118,7 +121,7 @@ def test_failed_build_leaves_no_cache_entry(tmp_path):
     empty = replace(corpus, _documents=lambda split: iter(["   ", ""]))
     with pytest.raises(ValueError, match="empty"):
         load_or_build(empty, tok, "train", tmp_path)
-    assert [p.name for p in (tmp_path / "tokens").iterdir()] == []
+    assert [p.name for p in (tmp_path / "tokens").iterdir() if p.is_dir()] == []
 
 
 @pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
@@ -135,3 +138,29 @@ def test_training_the_same_tokenizer_twice_gives_the_same_file(tmp_path, kind):
         assert any(tok.tokenizer.id_to_token(i).startswith("##") for i in ids)
         assert tok.tokenizer.decode(ids) == "she works for zorblaxian trading"
         assert not any(tok.tokenizer.id_to_token(i).startswith("##") for i in tok.special_ids)
+
+
+def test_the_builder_of_an_entry_removes_what_a_killed_build_left_and_keeps_the_rest(tmp_path):
+    final = tmp_path / "tokenizers" / "abc"
+    beside, inside = tmp_path / "tokenizers" / ".abc.x1y2z3", final / ".shard-00001.q9"
+    for path in (beside, inside, tmp_path / "tokenizers" / ".abd.x1"):
+        path.mkdir(parents=True)
+        (path / "part").write_text("half-written")
+    (final / "tokenizer.json").write_text("{}")
+    with building(final):
+        assert not beside.exists() and not inside.exists()
+    assert (final / "tokenizer.json").exists() and (tmp_path / "tokenizers" / ".abd.x1").exists()  # another entry's
+
+
+def test_without_file_locks_a_build_goes_on_unserialised_and_removes_nothing(tmp_path, monkeypatch, caplog):
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    unfinished = tmp_path / ".abc.x1y2z3"
+    unfinished.mkdir()
+    caplog.set_level(logging.WARNING)
+    with building(tmp_path / "abc"):
+        pass
+    assert unfinished.exists()  # perhaps a concurrent builder's, which nothing excludes
+    assert "No file lock on" in caplog.text and "a concurrent build of it is not waited for" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from lmlab.data import token_cache
 from lmlab.data.blocks import ShardedStream, TokenStream
+from lmlab.data.cache import building
 from lmlab.data.config import DataConfig, TokenizeConfig, TokenizerConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.datamodule import PretrainDataModule
@@ -161,15 +163,66 @@ def test_a_tokenization_killed_halfway_resumes_without_retokenizing_its_finished
         time.sleep(0.05)
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
-    (entry,) = (tmp_path / "tokens").iterdir()
+    (entry,) = (tmp_path / "tokens").glob("[!.]*")  # the entry, not its lock file
     assert not (entry / "complete.json").exists(), "the child finished before it was killed"
     finished = sorted(p.name for p in entry.glob("shard-*"))
+    unfinished = entry / ".shard-00005.k1ll3d"  # what a kill during a shard's write leaves (atomic_directory's)
+    unfinished.mkdir()
+    (unfinished / "tokens.bin").write_bytes(b"\0" * 1000)
     written = []
     write = token_cache.write_shard
     monkeypatch.setattr(token_cache, "write_shard", lambda path, docs: written.append(path.name) or write(path, docs))
     resumed = load_or_build(_corpus(tmp_path), tok, "train", tmp_path, TokenizeConfig(shard_documents=50))
     assert sorted(written + finished) == [f"shard-{i:05d}" for i in range(8)] and not set(written) & set(finished)
     _assert_same(resumed, one)
+    assert not unfinished.exists() and not list(entry.glob(".*"))
+
+
+WAITING_BUILD = """
+import logging, sys
+from pathlib import Path
+from lmlab.data.config import DataConfig, TokenizeConfig, TokenizerConfig
+from lmlab.data.corpus import build_corpus
+from lmlab.data.token_cache import load_or_build
+from lmlab.data.tokenizer import load_or_train_tokenizer
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+cache = Path(sys.argv[1])
+cfg = DataConfig()
+cfg.world.train_documents, cfg.world.validation_documents = {documents}, 20
+corpus = build_corpus(cfg, cache / "hf")
+tok = load_or_train_tokenizer(corpus, TokenizerConfig(vocab_size=500), cache)
+print("ready", flush=True)
+load_or_build(corpus, tok, "train", cache, TokenizeConfig(shard_documents=50))
+"""
+
+
+def test_a_process_that_comes_to_build_an_entry_being_built_waits_and_then_reuses_it(tmp_path, reference):
+    """Every rank of a multi-node job (and every job of a sweep) prepares its data on the same cache at once: one
+    tokenizes, the others wait for it instead of tokenizing the corpus alongside."""
+    tok, _ = reference
+    built = load_or_build(_corpus(tmp_path / "a"), tok, "train", tmp_path / "a", TokenizeConfig(shard_documents=50))
+    (done,) = (tmp_path / "a" / "tokens").glob("[!.]*")
+    shared = tmp_path / "shared"
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent(WAITING_BUILD.format(documents=DOCUMENTS)))
+    with building(shared / "tokens" / done.name):  # this process is the one building it
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(shared)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None
+        before = []  # its tokenizer is trained (and logged) first
+        while (line := child.stdout.readline()) not in ("ready\n", ""):
+            before.append(line)
+        assert line == "ready\n", before
+        time.sleep(1.0)  # time enough for a child that does not wait to start tokenizing
+        shutil.copytree(done, shared / "tokens" / done.name)
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0, before
+    assert "Reusing token cache" in out and "Tokenizing" not in out, out
+    assert load_or_build(_corpus(shared), tok, "train", shared, TokenizeConfig(shard_documents=50)).n_tokens == (
+        built.n_tokens
+    )
 
 
 def test_max_tokens_is_a_whole_number_and_caps_validation_in_proportion(tmp_path):

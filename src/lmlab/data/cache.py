@@ -1,9 +1,11 @@
-"""Content fingerprints and atomic writes for everything cached on disk."""
+"""Content fingerprints, atomic writes and build locks for everything cached on disk."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -45,3 +49,32 @@ def atomic_directory(final: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def building(final: Path) -> Iterator[None]:
+    """Hold the lock on building the cache entry `final` for the block.
+
+    A process that comes to build the same entry (another rank of the job, another job of a sweep sharing the cache)
+    waits here until this one is done, then finds it built instead of building it again alongside. The holder first
+    removes what a killed build of the entry left: `atomic_directory`'s temporary directories beside `final` and
+    inside it, which only a holder writes. Where the filesystem has no file locks (Lustre mounted without flock),
+    nobody waits and nothing is removed: concurrent builders each write, and `atomic_directory` keeps the first.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as handle:  # closing it releases the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            log.warning("No file lock on %s (%s): a concurrent build of it is not waited for", final, err)
+        else:
+            _remove_unfinished(final)
+        yield
+
+
+def _remove_unfinished(final: Path) -> None:
+    inside = final.glob(".*") if final.is_dir() else ()
+    for path in (*final.parent.glob(f".{final.name}.*"), *inside):
+        if path.is_dir():
+            log.info("Removing %s, left by a build that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lmlab.data.blocks import ShardedStream
-from lmlab.data.cache import fingerprint
+from lmlab.data.cache import building, fingerprint
 from lmlab.data.config import TokenizeConfig
 from lmlab.data.corpus import Corpus
 from lmlab.data.shards import ShardCounts, map_shard, read_shard, shard_dir, shard_writer, write_shard
@@ -67,17 +67,14 @@ def load_or_build(
     entry = cache_dir / "tokens" / fp
     entry.parent.mkdir(parents=True, exist_ok=True)
     shards = _prefix(entry, limit)
-    if shards is not None:
+    built = False
+    if shards is None:
+        with building(entry):
+            shards = _prefix(entry, limit)  # there now if the process this one waited for built it
+            if shards is None:
+                shards, built = _build(corpus, tokenizer, split, entry, tokenize, limit), True
+    if not built:
         log.info("Reusing token cache %s for %s", fp, split)
-    elif not _build(corpus, tokenizer, split, entry, tokenize, limit):
-        raise InputError(
-            f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus "
-            "without its own validation split holds out every round(1/data.validation_fraction)-th document, so "
-            "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
-        )
-    else:
-        shards = _prefix(entry, limit)
-        assert shards, f"token cache {entry} is incomplete right after it was built"
     stream = ShardedStream([(c.n_tokens, c.n_documents) for c in shards], partial(map_shard, entry))
     log.info("%s: %d tokens in %d documents, %d shards", split, stream.n_tokens, stream.n_documents, len(shards))
     return TokenArray(stream, fingerprint(fp, len(shards)) if limit is not None else fp)
@@ -111,7 +108,7 @@ def _read(entry: Path, index: int) -> ShardCounts | None:
 
 def _build(
     corpus: Corpus, tokenizer: TrainedTokenizer, split: str, entry: Path, tokenize: TokenizeConfig, limit: int | None
-) -> int:
+) -> list[ShardCounts]:
     """Write the missing shards in order until `limit` tokens are in hand or the split ends; the shards in hand."""
     dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
     log.info("Tokenizing the %s split of %s into %s (%d processes)", split, corpus.description, entry,
@@ -143,9 +140,17 @@ def _build(
     finally:
         writer.shutdown(wait=True, cancel_futures=True)
         progress.close()
-    if ended and n_shards:
+    if not n_shards:
+        raise InputError(
+            f"the {split} split of {corpus.description} is empty: it has no non-blank documents. A corpus "
+            "without its own validation split holds out every round(1/data.validation_fraction)-th document, so "
+            "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
+        )
+    if ended:
         (entry / COMPLETE).write_text(json.dumps({"split": split, "n_shards": n_shards}))
-    return n_shards
+    shards = _prefix(entry, limit)
+    assert shards, f"token cache {entry} is incomplete right after it was built"
+    return shards
 
 
 def _done(counts: ShardCounts) -> Future[ShardCounts]:

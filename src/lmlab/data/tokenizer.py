@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from lmlab.data.cache import atomic_directory, file_digest, fingerprint
+from lmlab.data.cache import atomic_directory, building, file_digest, fingerprint
 from lmlab.data.config import TokenizerConfig
 from lmlab.data.corpus import Corpus
 from lmlab.errors import InputError, MissingInputFile
@@ -96,18 +96,26 @@ def load_or_train_tokenizer(corpus: Corpus, cfg: TokenizerConfig, cache_dir: Pat
     if cfg.train_documents is None:  # the whole split, as before the setting existed: cached tokenizers still match
         del settings["train_documents"]
     fp = fingerprint("tokenizer", corpus.fingerprint, settings)
-    final = cache_dir / "tokenizers" / fp
-    if (final / "tokenizer.json").is_file():
-        log.info("Reusing cached tokenizer %s (%s)", fp, final)
-        return TrainedTokenizer(Tokenizer.from_file(str(final / "tokenizer.json")), fp, final / "tokenizer.json")
+    path = cache_dir / "tokenizers" / fp / "tokenizer.json"
+    trained = False
+    if not path.is_file():
+        with building(path.parent):
+            if not path.is_file():  # there now if the process this one waited for trained it
+                _train(corpus, cfg, path.parent)
+                trained = True
+    if not trained:
+        log.info("Reusing cached tokenizer %s (%s)", fp, path.parent)
+    return TrainedTokenizer(Tokenizer.from_file(str(path)), fp, path)
+
+
+def _train(corpus: Corpus, cfg: TokenizerConfig, final: Path) -> None:
     log.info("Training a %s tokenizer (vocab %d) on %s", cfg.kind, cfg.vocab_size, corpus.description)
     tokenizer = _trained(corpus, cfg)
     if tokenizer.get_vocab_size() <= len(SPECIAL_TOKENS) + cfg.sentinels:
         raise InputError(f"the corpus {corpus.description} yielded no vocabulary beyond the special tokens")
     with atomic_directory(final) as tmp:
         tokenizer.save(str(tmp / "tokenizer.json"))
-    log.info("Saved tokenizer %s with %d tokens to %s", fp, tokenizer.get_vocab_size(), final)
-    return TrainedTokenizer(tokenizer, fp, final / "tokenizer.json")
+    log.info("Saved tokenizer %s with %d tokens to %s", final.name, tokenizer.get_vocab_size(), final)
 
 
 def _load(path: Path) -> TrainedTokenizer:
