@@ -25,8 +25,8 @@ from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.prompts import PromptConfig, read_prompts
 from lmlab.rl.rollout import sample, token_scores
 from lmlab.runs.config import OptimConfig
-from lmlab.runs.exports import load_export
 from lmlab.runs.optim import build_optimizer
+from lmlab.runs.starting_point import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LMLAB_ROOT", str(ROOT))
@@ -47,7 +47,11 @@ def timed(step: Callable[[], object], repeats: int, device: torch.device) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--policy", default="none", help="a decoder run (dir or MLflow id), or none: a fresh tiny one")
+    parser.add_argument(
+        "--policy",
+        default="none",
+        help="a decoder run (dir, MLflow id or hf:<dir or hub name>), or none: a fresh tiny one",
+    )
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -60,7 +64,7 @@ def main() -> None:
         cfg = ModelConfig(vocab_size=tokenizer.vocab_size, layout="decoder", n_layers=4, d_model=128, n_heads=4)
         policy = Backbone(cfg)
     else:
-        exported = load_export(args.policy)
+        exported, _ = load_run(args.policy, None, ROOT / ".cache")
         policy, tokenizer = exported.backbone(), exported.tokenizer
     policy = policy.to(device).eval()
     reference = copy.deepcopy(policy).requires_grad_(False)
