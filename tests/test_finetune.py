@@ -69,7 +69,7 @@ def test_finetune_from_a_pretrained_run_records_lineage(pretrained_run, project)
     assert {"val/acc", "val/f1", "val/mcc", "val/loss"} <= set(run.data.metrics)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"labels.json", "model.safetensors"}
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")]
-    assert steps[0] == 0 and steps[-1] == 59
+    assert steps[0] == 0 and steps[-1] == 60  # the final validation, after 60 steps
 
 
 def test_classification_learns_from_scratch(project):

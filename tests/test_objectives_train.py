@@ -44,7 +44,7 @@ def test_every_objective_yaml_lists_every_setting_of_its_schema(objective):
 def test_every_objective_trains_and_its_validation_loss_falls(objective, compose_config, project):
     rows = _train(compose_config, project / "run", f"objective={objective}")
     losses = [float(r["val/loss"]) for r in rows]
-    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses  # step 0 (untrained), 99, 199, 299
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0], losses  # step 0 (untrained), 100, 200, 300
     if objective in ("nsp", "sop"):  # the sentence-pair task itself is learnt, not only the MLM part
         assert float(rows[-1][f"val/{objective}_acc"]) > 0.65, rows[-1]
     if objective == "mixture":  # each component's loss is logged under its own name

@@ -14,6 +14,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.strategies import DDPStrategy, Strategy
 
 from lmlab.callbacks.progress import ProgressLines
+from lmlab.callbacks.validation_step import ValidationAtItsStep
 from lmlab.runs.checkpoints import AtomicCheckpointIO
 from lmlab.runs.config import LoggerConfig, TrainerConfig
 from lmlab.runs.console import live_progress, quiet_libraries
@@ -34,6 +35,7 @@ def build_trainer(
     `find_unused_parameters`: some parameters get no gradient in some steps (a mixture's heads), which DDP must know."""
     quiet_libraries()
     bar = t.enable_progress_bar and live_progress()
+    callbacks = [*callbacks, ValidationAtItsStep()]
     if not bar:
         callbacks = [*callbacks, ProgressLines(t.log_every_n_steps)]
     return pl.Trainer(
