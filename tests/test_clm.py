@@ -103,7 +103,7 @@ def test_clm_run_learns(compose_config, project):
     [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
     assert run.data.params["model.layout"] == "decoder" and run.data.tags["lmlab.objective"] == "clm"
     ppl = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/ppl"))
-    assert [s for s, _ in ppl] == [0, 49, 99, 149]  # the untrained model is validated first
+    assert [s for s, _ in ppl] == [0, 50, 100, 150]  # the untrained model is validated first
     assert ppl[-1][1] < ppl[0][1] * 0.7, ppl
 
 

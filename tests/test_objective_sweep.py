@@ -27,7 +27,7 @@ def test_sweep_over_every_objective_is_one_mlflow_sweep_and_a_results_table(tmp_
     assert len({r.data.tags["lmlab.sweep"] for r in runs}) == 1
     for r in runs:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/loss")]
-        assert steps == [0, 2, 5], (r.data.tags["lmlab.objective"], steps)
+        assert steps == [0, 3, 6], (r.data.tags["lmlab.objective"], steps)
 
     results = [sys.executable, "experiments/results.py", "every_objective", "--print"]
     results += ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
