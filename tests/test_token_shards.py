@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,6 +198,13 @@ load_or_build(corpus, tok, "train", cache, TokenizeConfig(shard_documents=50))
 """
 
 
+def _waits_for_a_lock(pid: int) -> bool:
+    """`pid` is blocked on a file lock (Linux lists blocked waiters in /proc/locks as "-> FLOCK ... <pid> ...")."""
+    return any(
+        line.split()[1] == "->" and str(pid) in line.split() for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
 def test_a_process_that_comes_to_build_an_entry_being_built_waits_and_then_reuses_it(tmp_path, reference):
     """Every rank of a multi-node job (and every job of a sweep) prepares its data on the same cache at once: one
     tokenizes, the others wait for it instead of tokenizing the corpus alongside."""
@@ -215,7 +223,10 @@ def test_a_process_that_comes_to_build_an_entry_being_built_waits_and_then_reuse
         while (line := child.stdout.readline()) not in ("ready\n", ""):
             before.append(line)
         assert line == "ready\n", before
-        time.sleep(1.0)  # time enough for a child that does not wait to start tokenizing
+        deadline = time.monotonic() + 120
+        while not _waits_for_a_lock(child.pid):  # a child that does not wait tokenizes instead, and this fails
+            assert child.poll() is None and time.monotonic() < deadline, "the child never waited for the lock"
+            time.sleep(0.05)
         shutil.copytree(done, shared / "tokens" / done.name)
     out, _ = child.communicate(timeout=120)
     assert child.returncode == 0, before
