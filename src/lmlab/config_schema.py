@@ -8,6 +8,7 @@ cross-group checks see valid parts)."""
 from __future__ import annotations
 
 import difflib
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
@@ -48,7 +49,7 @@ def parse_node(node: Mapping[str, Any], schema: type[T], prefix: str) -> T:
     except OmegaConfBaseException as err:
         raise InputError(f"invalid {prefix.rstrip('.')} config ({schema.__name__}): {err}") from err
     assert isinstance(parsed, schema), parsed
-    validate_tree(parsed)
+    validate_tree(parsed, prefix)
     return parsed
 
 
@@ -87,14 +88,32 @@ def _schema_of(value: Any, hint: Any) -> type | None:
     return None
 
 
-def validate_tree(obj: Any) -> None:
-    """Call `validate()` on every dataclass in `obj`, children first."""
+def validate_tree(obj: Any, prefix: str = "") -> None:
+    """Refuse a number that is not finite anywhere in `obj`, then call `validate()` on every dataclass in it,
+    children first.
+
+    One rule for every numeric setting: NaN passes every comparison-based check (`nan < low` is False) and an
+    infinite lr, eps or temperature trains or samples nothing, so no setting may be either."""
     for f in fields(obj):
         value = getattr(obj, f.name)
         if is_dataclass(value):
-            validate_tree(value)
+            validate_tree(value, f"{prefix}{f.name}.")
+        else:
+            require_finite(f"{prefix}{f.name}", value)
     if hasattr(obj, "validate"):
         obj.validate()
+
+
+def require_finite(key: str, value: Any) -> None:
+    """Refuse NaN or ±inf in `value` (a number, or a list or mapping of them), naming `key`."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{key}={value} is not a finite number; every numeric setting must be finite")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            require_finite(f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            require_finite(f"{key}[{i}]", v)
 
 
 def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -110,5 +129,5 @@ def require_file(path: str, key: str) -> None:
 
 
 def at_least(key: str, value: float, low: float) -> None:
-    if value < low:
+    if not value >= low:  # NaN is refused too
         raise InputError(f"{key} must be >= {low}, got {value}")
