@@ -5,9 +5,12 @@ any factory) and creates the job's output directory, all before the task functio
 could open and truncate any file that way, and a bad value would be refused only after a directory was written. So
 the composed config (task and `hydra` nodes) is checked right after composition:
 
-- `_target_` only under allowed packages in the task config, and under `hydra` only where Hydra accepts nothing but
-  its own registered plugins (`hydra.launcher`, `hydra.sweeper`);
-- logging configs use only `logging` classes, no `()` factories, files opened for appending only;
+- no `_target_` in the task config (lmlab instantiates nothing from it), and under `hydra` only where Hydra accepts
+  nothing but its own registered plugins (`hydra.launcher`, `hydra.sweeper`);
+- logging configs use only the handler, formatter and filter classes of `logging` itself (the name resolved to the
+  object, so `logging.os.open` is `os.open`), no `()` factories, no `ext://` object but sys.stdout and sys.stderr,
+  and log files inside the job's output directory, opened for appending;
+- `hydra.job.env_set` sets only the variables a config may set (`lmlab.child_env.CONFIG_SETTABLE`);
 - no password written into a URI (it would land in shell history, Hydra's saved overrides and process listings);
 - the task config parses under its schema (`lmlab.config_schema.parse`): unknown keys, types, values.
 
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -30,6 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from lmlab.child_env import CONFIG_SETTABLE, settable_by_config
 from lmlab.config_schema import parse
 from lmlab.errors import InputError
 from lmlab.runs.targets import check_targets
@@ -37,6 +43,16 @@ from lmlab.runs.targets import check_targets
 # Hydra checks that these nodes' `_target_` is a registered Hydra plugin before instantiating it.
 PLUGIN_NODES = ("hydra.launcher", "hydra.sweeper")
 _LOGGING_NODES = ("hydra.job_logging", "hydra.hydra_logging")
+# The objects a logging config may name, by the section that names them.
+_LOGGING_CLASSES: dict[str, tuple[type, ...]] = {
+    "handlers": (logging.StreamHandler, logging.FileHandler, logging.NullHandler),
+    "formatters": (logging.Formatter,),
+    "filters": (logging.Filter,),
+}
+_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
+# A log file's name: under the job's output directory, where Hydra's own default puts it.
+_IN_RUN_DIR = re.compile(r"^\$\{hydra[.:]runtime\.output_dir\}/(?P<rest>.+)$")
+_JOB_NAME = re.compile(r"\$\{hydra[.:]job\.name\}")
 _URI_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")
 
 # Hydra's flags that display the composed config or help and exit without running the task.
@@ -98,7 +114,8 @@ def check_composed(cfg: DictConfig, schema: type, complete: bool = True) -> None
 
 
 def check_hydra_node(tree: Mapping[str, Any]) -> None:
-    """`_target_` only on Hydra's plugin nodes; logging only through `logging` classes, appending to files."""
+    """`_target_` only on Hydra's plugin nodes; logging only through `logging`'s own classes into the job's
+    directory; environment variables only those a config may set."""
     for path, key, value in _items(tree, "hydra"):
         if key == "_target_" and path not in PLUGIN_NODES:
             raise InputError(
@@ -106,12 +123,57 @@ def check_hydra_node(tree: Mapping[str, Any]) -> None:
                 f"accepts `_target_` under hydra only as the launcher or sweeper plugin ({list(PLUGIN_NODES)})"
             )
         if path.startswith(_LOGGING_NODES):
-            if key == "()":
-                raise InputError(f"{path}.()={value!r} is not allowed: logging configs may not name factories")
-            if key == "class" and not str(value).startswith("logging."):
-                raise InputError(f"{path}.class={value!r} is not allowed: logging configs may use `logging.*` only")
-            if key == "mode" and value != "a":
-                raise InputError(f"{path}.mode={value!r} is not allowed: log files are only appended to (mode 'a')")
+            _check_logging_item(path, key, value)
+    env_set = (tree.get("job") or {}).get("env_set") or {}
+    for name in env_set:
+        if not settable_by_config(str(name)):
+            raise InputError(
+                f"hydra.job.env_set.{name} is not allowed: a config may set only the variables that tune libraries "
+                f"({', '.join(n + '*' if n.endswith('_') else n for n in CONFIG_SETTABLE)}); set {name} in the "
+                "shell that starts lmlab instead"
+            )
+
+
+def _check_logging_item(path: str, key: str, value: Any) -> None:
+    where = f"{path}.{key}"
+    if key in ("()", "."):  # a factory, or attributes set on the built object (a handler's file name, say)
+        raise InputError(f"{where}={value!r} is not allowed: logging configs may not name factories or set attributes")
+    if key == "class":
+        section = path.split(".")[2] if path.count(".") >= 3 else ""
+        allowed = _LOGGING_CLASSES.get(section, ())
+        if resolve_loaded(str(value)) not in allowed:
+            names = [f"{c.__module__}.{c.__qualname__}" for c in allowed] or ["none here"]
+            raise InputError(f"{where}={value!r} is not allowed: a logging config's {section or path} may use {names}")
+    if isinstance(value, str) and value.startswith(("ext://", "cfg://")) and value not in _STREAMS:
+        raise InputError(f"{where}={value!r} is not allowed: a logging config may refer to {list(_STREAMS)} only")
+    if key == "mode" and value != "a":
+        raise InputError(f"{where}={value!r} is not allowed: log files are only appended to (mode 'a')")
+    if key == "filename" and not _inside_run_dir(str(value)):
+        raise InputError(
+            f"{where}={value!r} is not allowed: log files are written inside the job's output directory, "
+            "as ${hydra.runtime.output_dir}/<name>.log"
+        )
+
+
+def _inside_run_dir(filename: str) -> bool:
+    match = _IN_RUN_DIR.match(filename)
+    if match is None:
+        return False
+    rest = _JOB_NAME.sub("job", match["rest"])
+    return "${" not in rest and ".." not in PurePosixPath(rest).parts and not rest.startswith("/")
+
+
+def resolve_loaded(name: str) -> Any:
+    """The object a dotted name resolves to as `logging.config` would resolve it (attributes of modules, then
+    submodules), from modules already imported only: resolving a name never imports (runs) anything. None when it
+    resolves to nothing loaded."""
+    first, *rest = name.split(".")
+    obj = sys.modules.get(first)
+    for i, part in enumerate(rest, start=2):
+        if obj is None:
+            return None
+        obj = getattr(obj, part, None) or sys.modules.get(".".join(name.split(".")[:i]))
+    return obj
 
 
 def check_no_passwords(tree: Any, path: str = "") -> None:

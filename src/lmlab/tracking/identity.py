@@ -15,6 +15,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from lmlab.child_env import child_environment
+
 _URI_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
 
 
@@ -45,10 +47,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_state(root: Path) -> tuple[str, bool]:
-    """(commit, dirty) of the repository at `root`; ("unknown", False) outside a git checkout."""
+    """(commit, dirty) of the repository at `root`; ("unknown", False) outside a git checkout. git runs without
+    the GIT_* variables a job's environment may carry (they can name commands for git to run)."""
+    env = child_environment()
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10, env=env
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -57,6 +61,7 @@ def git_state(root: Path) -> tuple[str, bool]:
             text=True,
             check=True,
             timeout=10,
+            env=env,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
