@@ -16,14 +16,15 @@ from lmlab.data import file_sets
 from lmlab.data.cache import file_digest, fingerprint
 from lmlab.data.config import DataConfig
 from lmlab.data.synthetic import GENERATOR_VERSION, World
-from lmlab.data.text_files import MAX_LINE_BYTES, inspect_text_file
+from lmlab.data.text_files import MAX_LINE_BYTES, checked_lines, inspect_text_file, text_lines
 from lmlab.errors import InputError, MissingInputFile
 
 SPLITS = ("train", "validation")
 _WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 # Part of a files corpus' fingerprint: caches of text read differently (v1 split paragraphs on "\n\n" only; v2
-# carried a paragraph on from one file into the next) are not reused.
-_TEXT_READER_VERSION = 3
+# carried a paragraph on from one file into the next; v3 read through `datasets`, which also broke lines at \r, U+2028
+# and NEL) are not reused.
+_TEXT_READER_VERSION = 4
 
 
 @dataclass
@@ -77,30 +78,37 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
             # A .txt line is read whole (a document, or part of one); a JSON line is one record however long.
             inspect_text_file(path, "data.files", MAX_LINE_BYTES if builder == "text" else None)
 
-    def load(files: list[Path]):
+    def records(files: list[Path]) -> Iterator:
+        # Streamed straight from the files: `datasets`' own cache of a local file is keyed by its modification time,
+        # so a file edited with its mtime kept would be read as its old text under its new fingerprint; and
+        # building that cache per file made a corpus of 1,000 small files cost minutes before step 0.
         import datasets
 
+        ds = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", streaming=True)
+        where = f"data.files {[str(p) for p in files][:5]}"
         try:
-            ds = datasets.load_dataset(
-                builder,
-                data_files=[str(p) for p in files],
-                split="train",
-                cache_dir=str(hf_cache_dir),
-                # Text is read line by line and grouped here: whitespace-only lines separate paragraphs too.
-                **({"sample_by": "line", "encoding": "utf-8-sig"} if builder == "text" else {}),
-            )
-        except datasets.exceptions.DatasetGenerationError as err:
+            for index, row in enumerate(ds):
+                if cfg.text_column not in row:
+                    _require_column(list(row), cfg.text_column, where)
+                value = row[cfg.text_column]
+                if not isinstance(value, str):
+                    raise InputError(
+                        f"data.files: {_row_place(files, index)} holds {type(value).__name__} in column "
+                        f"{cfg.text_column!r}, not text (data.text_column must hold a string in every row)"
+                    )
+                yield value
+        except InputError:
+            raise
+        except (datasets.exceptions.DatasetGenerationError, ValueError, OSError) as err:
             cause = err.__cause__ or err
-            raise InputError(
-                f"data.files {[str(p) for p in files]} could not be read as {builder}: {type(cause).__name__}: {cause}"
-            ) from err
-        _require_column(ds.column_names, cfg.text_column, f"data.files {[str(p) for p in files]}")
-        return _column(ds, cfg.text_column)
+            raise InputError(f"{where} could not be read as {builder}: {type(cause).__name__}: {cause}") from err
 
     def documents(split: str) -> Iterator[str]:
         # Lines are grouped into documents file by file: the end of a file ends its last document.
         docs = (
-            (doc for path in paths for doc in _group(load([path]), cfg.documents)) if builder == "text" else load(paths)
+            (doc for path in paths for doc in _group(text_lines(path), cfg.documents))
+            if builder == "text"
+            else records(paths)
         )
         yield from _stride_split(docs, split, cfg)
 
@@ -117,6 +125,19 @@ def _files_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:
     )
     shown = [p.name for p in paths[:5]] + ([f"... ({len(paths)} files)"] if len(paths) > 5 else [])
     return Corpus(fp, f"local files {shown}", documents)
+
+
+def _row_place(files: list[Path], index: int) -> str:
+    """Where row `index` (from 0) of `files` read in order is: file and line for JSON-lines files, else the row."""
+    seen = 0
+    for path in files:
+        if file_sets.file_format(path) != "json" or path.name.lower().removesuffix(".gz").endswith(".json"):
+            break
+        for number, _ in checked_lines(path, "data.files"):
+            if seen == index:
+                return f"{path} line {number}"
+            seen += 1
+    return f"row {index + 1} of {[str(p) for p in files][:5]}"
 
 
 def _hub_corpus(cfg: DataConfig, hf_cache_dir: Path) -> Corpus:

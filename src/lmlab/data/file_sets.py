@@ -3,8 +3,9 @@ each file plain or compressed (.gz, .zst), expanded into one sorted list of file
 
 from __future__ import annotations
 
-import glob
 import gzip
+import os
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,12 +23,14 @@ DECOMPRESSION_ERRORS = (OSError, EOFError, zstandard.ZstdError)
 
 def expand(patterns: list[str], key: str = "data.files") -> list[Path]:
     """Every file `patterns` name, in order (each pattern's matches sorted); a pattern matching nothing, a missing
-    path or a file named twice is refused, naming it."""
+    path, a file named twice (also through a link) or a directory reached twice through links is refused, naming it.
+    A pattern matches as `glob` does (`**` for any number of directories, hidden names only by a pattern that
+    starts with a dot), following directory links but never round a loop."""
     paths: list[Path] = []
     for pattern in patterns:
         text = str(Path(pattern).expanduser())
         if _GLOB & set(pattern):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            matches = sorted(_matching_files(text, key, pattern))
             if not matches:
                 raise MissingInputFile(f"{key}: the pattern {pattern} matches no file")
             paths += matches
@@ -35,11 +38,62 @@ def expand(patterns: list[str], key: str = "data.files") -> list[Path]:
             paths.append(Path(text))
         else:
             raise MissingInputFile(f"{key}: {pattern} does not exist or is not a file")
-    resolved = [p.resolve() for p in paths]
-    twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    named: dict[Path, list[str]] = {}
+    for path in paths:
+        named.setdefault(path.resolve(), []).append(str(path))
+    twice = {real: names for real, names in named.items() if len(names) > 1}
     if twice:
-        raise InputError(f"{key} names {twice} more than once (its text would be read twice); name each file once")
-    return resolved
+        real, names = next(iter(twice.items()))
+        how = "the same path" if len(set(names)) == 1 else "links to one file"
+        more = f" ({len(twice)} files are reached more than once)" if len(twice) > 1 else ""
+        raise InputError(
+            f"{key} reaches {real} {len(names)} times ({how}: {sorted(set(names))}), so its text would be read "
+            f"{len(names)} times; name each file once{more}"
+        )
+    return list(named)
+
+
+def _matching_files(text: str, key: str, pattern: str) -> list[Path]:
+    parts = Path(text).parts
+    first = next(i for i, part in enumerate(parts) if _GLOB & set(part))
+    base, wanted = Path(*parts[:first]) if first else Path("."), parts[first:]
+    depth = None if "**" in wanted else len(wanted) - 1  # directories below base a match can be in
+    found, seen = [], {os.path.realpath(base)}
+    for root, dirs, files in os.walk(base, followlinks=True):
+        rel = Path(root).relative_to(base).parts
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(root, name))
+            if depth is not None and len(rel) >= depth:
+                dirs.remove(name)
+            elif real in seen:
+                raise InputError(
+                    f"{key}: the pattern {pattern} reaches the directory {real} twice (again through "
+                    f"{os.path.join(root, name)}, a link): a link loop, or two links to one directory, would be "
+                    "walked without end or read twice; name the files without the link"
+                )
+            else:
+                seen.add(real)
+        found += [Path(root) / f for f in files if _matches(wanted, (*rel, f)) and (Path(root) / f).is_file()]
+    return found
+
+
+def _matches(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    """Whether path `parts` match `pattern`'s parts as glob matches them: `**` spans any number of (non-hidden)
+    directories, and a hidden name matches only a pattern part that starts with a dot."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_matches(pattern[1:], parts[i:]) for i in range(len(parts) + 1) if not _hidden(parts[:i]))
+    return (
+        bool(parts)
+        and (not parts[0].startswith(".") or pattern[0].startswith("."))
+        and fnmatchcase(parts[0], pattern[0])
+        and _matches(pattern[1:], parts[1:])
+    )
+
+
+def _hidden(parts: tuple[str, ...]) -> bool:
+    return any(part.startswith(".") for part in parts)
 
 
 def compression(path: Path) -> str | None:
