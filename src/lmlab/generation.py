@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from lmlab.data.tokenizer import CLS, S2S, SEP
+from lmlab.data.tokenizer import CLS, S2S, SEP, special_tokens_read
 from lmlab.errors import InputError
 from lmlab.models import Backbone
 
@@ -112,6 +112,11 @@ def _check_length(layout: str, prompt_len: int, max_new_tokens: int, max_positio
             )
         needed, what = 1 + max_new_tokens, "the decoder's start token"
     else:
+        if prompt_len >= max_positions:
+            raise InputError(
+                f"the prompt is {prompt_len} tokens, which leaves no room to generate within this run's "
+                f"model.max_positions={max_positions}; shorten the prompt to fewer than {max_positions} tokens"
+            )
         needed, what = prompt_len + max_new_tokens, f"the prompt's {prompt_len} tokens"
     if needed > max_positions:
         raise InputError(
@@ -203,7 +208,8 @@ def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) 
     ul2 runs) and writes its output from scratch: a continuation (ul2), the reconstruction (denoise) or the spans
     behind sentinels such as [SPAN0] in the prompt (span)."""
     tok = run.tokenizer
-    ids = tok.encode(prompt, add_special_tokens=False).ids
+    with special_tokens_read(tok):  # a prompt's sentinels and [SEP]s are meant as such
+        ids = tok.encode(prompt, add_special_tokens=False).ids
     if not ids:
         raise InputError("the prompt is empty after tokenization")
     stop_id = tok.token_to_id(SEP) if cfg.stop_at_sep else None

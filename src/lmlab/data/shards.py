@@ -115,7 +115,9 @@ def _set_encoder(tokenizer_json: str, sep_id: int, dtype: str, one_thread: bool)
     global _encoder
     if one_thread:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _encoder = _Encoder(Tokenizer.from_str(tokenizer_json), sep_id, np.dtype(dtype))
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.encode_special_tokens = True  # corpus text that spells "[SEP]" is text (as in TrainedTokenizer)
+    _encoder = _Encoder(tokenizer, sep_id, np.dtype(dtype))
 
 
 def write_shard(path: Path, documents: Sequence[str]) -> ShardCounts:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from lmlab.atomic_file import write_text_atomic
 from lmlab.data.blocks import ShardedStream
 from lmlab.data.cache import building, fingerprint
 from lmlab.data.config import TokenizeConfig
@@ -32,7 +33,7 @@ from lmlab.errors import InputError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4  # v4: text that spells a special token is tokenized as text
 COMPLETE = "complete.json"
 
 
@@ -82,8 +83,7 @@ def load_or_build(
 
 def _prefix(entry: Path, limit: int | None) -> list[ShardCounts] | None:
     """The shards from the first that hold `limit` tokens (or the whole split), or None while some are missing."""
-    complete = (entry / COMPLETE).is_file()
-    n_shards = json.loads((entry / COMPLETE).read_text())["n_shards"] if complete else None
+    n_shards = _complete_shards(entry)
     shards: list[ShardCounts] = []
     total = 0
     while n_shards is None or len(shards) < n_shards:
@@ -95,6 +95,23 @@ def _prefix(entry: Path, limit: int | None) -> list[ShardCounts] | None:
         shards.append(read)
         total += read.n_tokens
     return shards
+
+
+def _complete_shards(entry: Path) -> int | None:
+    """The shard count `complete.json` records, or None when the split is not marked complete; a marker that cannot
+    be read (truncated by a full disk or a kill) is removed, so the split is checked shard by shard and rebuilt."""
+    marker = entry / COMPLETE
+    if not marker.is_file():
+        return None
+    try:
+        n_shards = json.loads(marker.read_text())["n_shards"]
+        if isinstance(n_shards, int) and n_shards > 0:
+            return n_shards
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    log.warning("Token cache marker %s is unreadable; checking the split's shards again", marker)
+    marker.unlink(missing_ok=True)
+    return None
 
 
 def _read(entry: Path, index: int) -> ShardCounts | None:
@@ -147,7 +164,7 @@ def _build(
             "it needs at least that many; data.documents (line, paragraph, wikitext) says what one document is"
         )
     if ended:
-        (entry / COMPLETE).write_text(json.dumps({"split": split, "n_shards": n_shards}))
+        write_text_atomic(entry / COMPLETE, json.dumps({"split": split, "n_shards": n_shards}))
     shards = _prefix(entry, limit)
     assert shards, f"token cache {entry} is incomplete right after it was built"
     return shards

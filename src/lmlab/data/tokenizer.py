@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -37,11 +38,28 @@ def sentinel(i: int) -> str:
     return f"[SPAN{i}]"
 
 
+@contextmanager
+def special_tokens_read(tokenizer: Tokenizer) -> Iterator[Tokenizer]:
+    """Within the block, `tokenizer` reads special tokens spelled in text ("[SEP]", "[SPAN0]") as those tokens: for
+    control input that means them (a generation prompt's sentinels, the [MASK] a cloze episode inserts)."""
+    before, tokenizer.encode_special_tokens = tokenizer.encode_special_tokens, False
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.encode_special_tokens = before
+
+
 @dataclass
 class TrainedTokenizer:
+    """A tokenizer for data: text that spells a special token ("[SEP]" in a corpus or a task file) is read as text,
+    never as the token (see `special_tokens_read` for control input)."""
+
     tokenizer: Tokenizer
     fingerprint: str
     path: Path
+
+    def __post_init__(self) -> None:
+        self.tokenizer.encode_special_tokens = True
 
     @property
     def vocab_size(self) -> int:

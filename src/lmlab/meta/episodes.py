@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import WorldConfig
 from lmlab.data.synthetic import TERMS, World
-from lmlab.data.tokenizer import CLS, MASK, PAD, SEP, TrainedTokenizer
+from lmlab.data.tokenizer import CLS, MASK, PAD, SEP, TrainedTokenizer, special_tokens_read
 from lmlab.errors import InputError
 from lmlab.heads import IGNORE
 from lmlab.runs.step_loader import StepLoader
@@ -262,7 +262,8 @@ class EncodedClasses:
         self.ids: dict[str, np.ndarray] = {}
         self.n_real: dict[str, np.ndarray] = {}
         for name, class_texts_ in texts.items():
-            encoded = tokenizer.tokenizer.encode_batch(class_texts_, add_special_tokens=False)
+            with special_tokens_read(tokenizer.tokenizer):  # the [MASK] a cloze episode puts in its text
+                encoded = tokenizer.tokenizer.encode_batch(class_texts_, add_special_tokens=False)
             ids = np.full((len(encoded), max_length), pad_id, dtype=np.int64)
             n_real = np.empty(len(encoded), dtype=np.int64)
             for row, enc in enumerate(encoded):
