@@ -6,6 +6,10 @@ the stop lands exactly at that batch on every rank. Lightning logs a batch's met
 `on_train_batch_end` hook has run, and no public hook comes between, so the stopped batch's metrics are handed to
 the loggers here first; otherwise the resumed run would be missing that step.
 
+ThroughputMonitor counts samples, items, batches and time from the start of each `fit`, so a resumed run's
+`train/samples` and `train/time` would count its last segment only; `throughput_totals` reads the counts for a
+checkpoint and `continue_throughput_totals` starts the next segment from them.
+
 ThroughputMonitor looks its MFU peak up in Lightning's own table when it is set up; `set_throughput_peak` replaces it
 with lmlab's (`lmlab.callbacks.throughput.peak_flops`) in the stage meters that setup made.
 """
@@ -14,6 +18,9 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ThroughputMonitor
+from pytorch_lightning.trainer.states import RunningStage
+
+_TRAINING = RunningStage.TRAINING
 
 
 def log_batch_metrics_now(trainer: pl.Trainer) -> None:
@@ -28,3 +35,24 @@ def set_throughput_peak(monitor: ThroughputMonitor, flops: int | None) -> None:
     monitor.available_flops = flops
     for meter in monitor._throughputs.values():
         meter.available_flops = flops
+
+
+def throughput_totals(monitor: ThroughputMonitor) -> dict[str, float]:
+    """What a monitor has counted of training so far: samples, items, batches and seconds."""
+    if _TRAINING not in monitor._samples:
+        return {}
+    times = monitor._throughputs[_TRAINING]._time
+    return {
+        "samples": monitor._samples[_TRAINING],
+        "items": monitor._lengths[_TRAINING],
+        "batches": monitor._batches[_TRAINING],
+        "time": times[-1] if times else 0.0,
+    }
+
+
+def continue_throughput_totals(monitor: ThroughputMonitor, totals: dict[str, float]) -> None:
+    """Count on from `totals` (read by `throughput_totals` before a stop) in a monitor that has just started."""
+    monitor._samples[_TRAINING] = int(totals["samples"])
+    monitor._lengths[_TRAINING] = int(totals["items"])
+    monitor._batches[_TRAINING] = int(totals["batches"])
+    monitor._t0s[_TRAINING] -= float(totals["time"])

@@ -9,12 +9,18 @@ is not logged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from lightning_fabric.utilities.throughput import get_available_flops
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ThroughputMonitor
 
-from lmlab.callbacks.lightning_internals import set_throughput_peak
+from lmlab.callbacks.lightning_internals import (
+    continue_throughput_totals,
+    set_throughput_peak,
+    throughput_totals,
+)
 
 # Dense bf16/fp16 tensor-core peak, TFLOP/s, by a part of torch.cuda.get_device_name(); the first match wins
 DENSE_HALF_PRECISION_TFLOPS = (
@@ -49,7 +55,24 @@ def compute_dtype(precision: str) -> torch.dtype:
 
 
 class TokenThroughput(ThroughputMonitor):
-    """ThroughputMonitor whose MFU is over `peak_flops`."""
+    """ThroughputMonitor whose MFU is over `peak_flops`, and whose counts (`train/samples`, `train/items`,
+    `train/time`, ...) go on across a resume: they are saved in each checkpoint and continued from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resumed_totals: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return throughput_totals(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_totals = dict(state_dict)
+
+    def on_train_start(self, trainer: Trainer, *args: Any) -> None:
+        super().on_train_start(trainer, *args)
+        if self._resumed_totals and trainer.is_global_zero:
+            continue_throughput_totals(self, self._resumed_totals)
+            self._resumed_totals = {}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

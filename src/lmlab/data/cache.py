@@ -31,12 +31,17 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class PublishedMeanwhile(FileExistsError):
+    """Another process published the directory first (see `atomic_directory(exclusive=True)`)."""
+
+
 @contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
+def atomic_directory(final: Path, *, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `final`; on success it is renamed to `final` in one step.
 
     A crash leaves only the temporary directory, never a half-written `final`. If another process
-    published `final` first, its copy is kept and ours is discarded.
+    published `final` first, its copy is kept and ours is discarded: silently for a cache entry (both copies hold
+    the same), with `PublishedMeanwhile` when `exclusive` (an output the caller reports as written by it).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -44,9 +49,13 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         yield tmp
         try:
             os.replace(tmp, final)
-        except OSError:
+        except OSError as err:
             if not final.is_dir():
                 raise
+            if exclusive:
+                raise PublishedMeanwhile(
+                    f"{final} was written by another process meanwhile; ours was discarded"
+                ) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,6 +16,7 @@ from lmlab.data.config import DataConfig
 from lmlab.data.corpus import build_corpus
 from lmlab.data.token_cache import TokenArray, load_or_build
 from lmlab.data.tokenizer import PAD, TrainedTokenizer, load_or_train_tokenizer
+from lmlab.errors import InputError
 
 
 class ResumableLoader(DataLoader):
@@ -59,9 +60,26 @@ class PretrainDataModule(pl.LightningDataModule):
             s: load_or_build(corpus, self.tokenizer, s, self.cache_dir, self.cfg.tokenize, self.cfg.token_limit(s))
             for s in splits
         }
+        if "train" in splits:
+            self._check_batch_fits(len(self.blocks("train")))
         # Batches are memmap slices from here on; forked loader workers must not inherit tokenizer threads.
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         return self.tokenizer
+
+    def _check_batch_fits(self, n_blocks: int) -> None:
+        """Refuse a batch larger than the training split (it would be the whole split in one step) or one whose
+        output logits alone would not fit in this machine's memory, before any of it is allocated."""
+        assert self.tokenizer is not None
+        batch, block = self.cfg.batch_size, self.cfg.block_size
+        logits_gib = batch * block * self.tokenizer.vocab_size * 4 / 2**30
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        if batch > n_blocks or logits_gib > memory_gib:
+            raise InputError(
+                f"data.batch_size={batch} is larger than {'the training split' if batch > n_blocks else 'memory'}: "
+                f"a step of {batch} blocks of {block} tokens would need {logits_gib:,.1f} GiB for its output logits "
+                f"alone (vocabulary {self.tokenizer.vocab_size}; this machine has {memory_gib:,.1f} GiB) and the "
+                f"training split holds {n_blocks} blocks; lower data.batch_size (at most {n_blocks})"
+            )
 
     def set_transform(self, transform: Transform) -> None:
         self._transform = transform

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lmlab.data.cache import atomic_directory
+from lmlab.data.cache import PublishedMeanwhile, atomic_directory
 from lmlab.data.tokenizer import CLS, PAD, SEP
 from lmlab.errors import InputError
 from lmlab.exporting.card import model_card
@@ -162,8 +162,13 @@ def export_hf(run: ExportedRun, out: Path, card_facts: dict[str, Any]) -> HFExpo
     result = HFExport(
         out, mapping.model_type, kind, HEADS[kind].auto_class, type(model).__name__, trust_remote_code=remote
     )
-    with atomic_directory(out) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / "README.md").write_text(model_card(run, result, PIPELINE_TASKS[kind], card_facts))
+    try:
+        with atomic_directory(out, exclusive=True) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            (tmp / "README.md").write_text(model_card(run, result, PIPELINE_TASKS[kind], card_facts))
+    except PublishedMeanwhile as err:
+        raise InputError(
+            f"out={out}: another export wrote it while this one ran; nothing of this one was kept"
+        ) from err
     return result

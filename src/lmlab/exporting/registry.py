@@ -11,33 +11,47 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lmlab.errors import InputError
 from lmlab.runs.exports import ExportedRun
 
 if TYPE_CHECKING:
     from lmlab.exporting.hf import HFExport
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a registry name MLflow would refuse, before anything is exported."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as err:
+        raise InputError(f"register={name!r} is not a registry name MLflow accepts: {err.message}") from None
+
+
 def register_model(export: HFExport, run: ExportedRun, name: str, tracking_uri: str) -> str:
-    """Log `export` to the run's MLflow record (a new run tagged lmlab.kind=export when the run was not tracked) and
-    register it as `name`; returns the new version."""
+    """Log `export` in a run of its own (tagged lmlab.kind=export and, for a tracked source, lmlab.source_run_id, in
+    the source run's experiment) and register it as `name`; returns the new version. The source run's record is
+    not touched: a record is changed only by the run it describes."""
     import mlflow
     import mlflow.pytorch
     import transformers
 
     from lmlab.hf import modeling_lmlab
 
+    check_model_name(name)
     if export.trust_remote_code:
         model = getattr(modeling_lmlab, export.model_class).from_pretrained(str(export.path))
     else:
         model = getattr(transformers, export.auto_class).from_pretrained(str(export.path))
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    started = (
-        mlflow.start_run(run_id=run.run_id)
-        if run.run_id
-        else mlflow.start_run(run_name=f"export-{export.path.name}", tags={"lmlab.kind": "export"})
-    )
-    with started as active:
+    tags = {"lmlab.kind": "export", "lmlab.hf_export": str(export.path)}
+    experiment_id = None
+    if run.run_id:
+        tags["lmlab.source_run_id"] = run.run_id
+        experiment_id = client.get_run(run.run_id).info.experiment_id
+    with mlflow.start_run(run_name=f"export-{name}", experiment_id=experiment_id, tags=tags):
         info = mlflow.pytorch.log_model(
             model.eval(),
             name="hf-model",
@@ -46,5 +60,4 @@ def register_model(export: HFExport, run: ExportedRun, name: str, tracking_uri: 
             registered_model_name=name,
             extra_files=[str(p) for p in sorted(export.path.iterdir()) if p.is_file()],
         )
-        client.set_tag(active.info.run_id, "lmlab.hf_export", str(export.path))
     return str(info.registered_model_version)

@@ -37,14 +37,18 @@ def export(c: ExportConfig) -> Path:
     """Write the run `c.run` as `c.format` and return the directory."""
     from lmlab.exporting.card import run_facts
     from lmlab.exporting.hf import export_hf
-    from lmlab.exporting.registry import register_model
+    from lmlab.exporting.registry import check_model_name, register_model
 
     c.validate()
     if c.register and not c.tracking_uri:
         raise InputError("register needs tracking_uri (the MLflow store holding the registry)")
+    if c.register:
+        check_model_name(c.register)
     run = load_export(c.run, c.tracking_uri or None)
     name = run.run_id or (run.path.parent.name if run.path.name == "export" else run.path.name)
     out = Path(c.out).expanduser() if c.out else Path(os.environ.get("LMLAB_ROOT", ".")) / "exported" / name
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out={out} is a file, not a directory; name a new directory (nothing was written)")
     result = export_hf(run, out, run_facts(run, c.run, c.tracking_uri))
     remote = ", trust_remote_code=True" if result.trust_remote_code else ""
     log.info(

@@ -19,6 +19,7 @@ from lmlab.finetuning.config import FinetuneConfig
 from lmlab.finetuning.module import FinetuneModule
 from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import write_export
+from lmlab.runs.finished import finished_metrics, record_finished
 from lmlab.runs.start import start_stage
 from lmlab.runs.starting_point import refuse_unused_architecture, starting_point
 from lmlab.runs.tracked import failure_recorded, track_run
@@ -52,6 +53,12 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     conf = start_stage(cfg, FinetuneConfig)
     run_dir = Path(run_dir)
     refuse_unused_architecture(conf.pretrained)
+    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
+    done = finished_metrics(run_dir, resolved)
+    if done is not None:
+        log.info("%s already finished with this config: its result is reused, not trained again", run_dir)
+        log.info("%s", closing_summary(run_dir, done, None, Path(conf.paths.root)))
+        return done
     task = conf.task_config()
     train, validation = load_examples(task, "train"), load_examples(task, "validation")
     start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
@@ -72,7 +79,6 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     module = FinetuneModule(family, start.backbone, family.metrics(validation), conf.optim, conf.trainer.max_steps)
     main_metric = task.main_metric or cls.main_metric
 
-    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     check_writable_dir(run_dir / "export", "the export directory")
     tags = {
         "lmlab.kind": "finetune",
@@ -108,5 +114,6 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export))
         tracked.finish()
+    record_finished(run_dir, resolved, metrics)
     log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root)))
     return metrics

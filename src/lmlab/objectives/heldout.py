@@ -13,6 +13,7 @@ import torch
 from lmlab.data.config import DataConfig
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
+from lmlab.errors import InputError
 from lmlab.models import Backbone
 from lmlab.objectives.base import Objective
 
@@ -41,7 +42,13 @@ def heldout_scores(objective: Objective, backbone: Backbone, head: torch.nn.Modu
         total_loss += float(out.loss) * float(out.n_targets)
         total_targets += float(out.n_targets)
         total_tokens += float(batch["n_tokens"])
-    loss = total_loss / max(total_targets, 1.0)
+    if total_targets == 0:
+        raise InputError(
+            f"the evaluation found no token to score ({len(batches)} batches, {total_tokens:.0f} tokens): an "
+            "evaluation over nothing has no loss or perplexity; give more text, a larger data.block_size, or a "
+            "tokenizer that reads the text"
+        )
+    loss = total_loss / total_targets
     metrics = {"loss": loss, "targets": total_targets, "tokens": total_tokens}
     if objective.loss_is_nll:
         metrics["ppl"] = float(torch.exp(torch.tensor(loss)))

@@ -50,6 +50,9 @@ class EvaluateConfig:
     tracking_uri: str = ""
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
+    def validate(self) -> None:
+        at_least("max_batches", self.max_batches, 0)
+
 
 def register_evaluate_configs() -> None:
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)

@@ -6,8 +6,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 
+from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.models.blocks import TransformerBlock
 from lmlab.models.stack import Stack
@@ -38,6 +39,7 @@ class PretrainModule(pl.LightningModule):
         self.compile_backbone = compile_backbone
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
+        self.val_targets = SumMetric()
         # One weighted mean per reported loss component, created on first sight (a mixture reports several).
         self.val_parts: dict[str, MeanMetric] = {}
         # Read by Lightning's ThroughputMonitor after every training batch.
@@ -95,6 +97,7 @@ class PretrainModule(pl.LightningModule):
         out = self(batch)
         weight = out.n_targets.float()
         self.val_loss.update(out.loss.detach(), weight=weight)
+        self.val_targets.update(weight)
         self.val_acc.update(out.n_correct.float() / weight.clamp(min=1.0), weight=weight)
         for key, value in out.parts.items():
             if key not in self.val_parts:
@@ -102,13 +105,20 @@ class PretrainModule(pl.LightningModule):
             self.val_parts[key].update(value.detach(), weight=weight)
 
     def on_validation_epoch_end(self) -> None:
+        if float(self.val_targets.compute()) == 0:
+            # An evaluation over nothing has no score: a loss of 0 would be the best any table shows.
+            raise InputError(
+                f"the validation split gave objective {self.objective.cfg.name} no token to predict (e.g. "
+                "data.block_size too small for it, or a validation split too small to fill one block); raise "
+                "data.block_size or give more validation text"
+            )
         loss = self.val_loss.compute()
         metrics = {"val/loss": loss, "val/acc": self.val_acc.compute()}
         if self.objective.loss_is_nll:
             metrics["val/ppl"] = torch.exp(loss)
         self.log_dict(metrics, prog_bar=True)
         self.log_dict({f"val/{key}": metric.compute() for key, metric in self.val_parts.items()})
-        for metric in (self.val_loss, self.val_acc, *self.val_parts.values()):
+        for metric in (self.val_loss, self.val_acc, self.val_targets, *self.val_parts.values()):
             metric.reset()
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:

@@ -1,5 +1,6 @@
-"""A resumed run must be the run that was started: its resolved config is recorded when it starts, and a resume
-whose config differs is refused (naming every difference) unless `allow_config_change=true`."""
+"""A resumed run must be the run that was started: its resolved config and the fingerprints of what it reads (its
+corpus, its tokenizer) are recorded when it starts, and a resume whose config or corpus differs is refused (naming
+every difference) unless `allow_config_change=true`; one whose tokenizer differs is always refused."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from lmlab.errors import InputError
 from lmlab.tracking.identity import flatten
 
 CONFIG_FILE = "run_config.json"
+INPUTS_FILE = "run_inputs.json"
+# Inputs that the checkpoint's weights are bound to: continuing them under another value is never meaningful.
+_BOUND_INPUTS = ("tokenizer_fingerprint",)
 # Settings that steer how a job runs, not what it computes.
 RUN_CONTROL = (
     "resume",
@@ -55,3 +59,30 @@ def check_resume_config(run_dir: Path, resolved: dict[str, Any], allowed: bool) 
 
 def _computed(resolved: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in flatten(resolved).items() if k not in RUN_CONTROL and not k.startswith(_LABELS)}
+
+
+def record_inputs(run_dir: Path, inputs: dict[str, str]) -> None:
+    """Record the fingerprints of what the run reads (e.g. data_fingerprint, tokenizer_fingerprint)."""
+    write_text_atomic(run_dir / INPUTS_FILE, json.dumps(inputs, indent=1, sort_keys=True))
+
+
+def check_resume_inputs(run_dir: Path, inputs: dict[str, str], allowed: bool) -> dict[str, list[str | None]]:
+    """Refuse to resume a run whose inputs changed since it was recorded: always when the tokenizer changed (the
+    checkpoint's weights are bound to it), and for other inputs (the corpus) unless `allowed`."""
+    path = run_dir / INPUTS_FILE
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    changes = {k: [recorded[k], v] for k, v in inputs.items() if k in recorded and recorded[k] != v}
+    bound = [k for k in changes if k in _BOUND_INPUTS]
+    listed = "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
+    if bound:
+        raise InputError(
+            f"{run_dir} holds a run whose checkpoint was trained with another tokenizer ({listed}): its corpus or "
+            "tokenizer settings changed since it started. Restore them to resume it, or start afresh with "
+            "resume=false (or another hydra.run.dir)"
+        )
+    if changes and not allowed:
+        raise InputError(
+            f"{run_dir} holds a run started on other data ({listed}): the corpus changed since it started. Restore "
+            "it, pass allow_config_change=true to continue on the new data, or resume=false to start afresh"
+        )
+    return changes

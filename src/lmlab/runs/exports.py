@@ -77,8 +77,11 @@ def write_export(
 
 
 def resolve(run: str, tracking_uri: str | None = None, cache_dir: Path | None = None) -> Path:
-    """An export directory from an export dir, a run output dir (holding export/) or an MLflow run id. A run id's
-    artifacts are downloaded once into `cache_dir`/mlflow-runs/<run id> (default: the project's .cache) and reused."""
+    """An export directory from an export dir, a run output dir (holding export/) or an MLflow run id.
+
+    A run id's artifacts are downloaded into `cache_dir`/mlflow-runs (default: the project's .cache), keyed by the
+    run id and the time the run last finished: a run extended since (resumed and finished again) is downloaded
+    again, and a run that has not finished (no final weights yet) is refused, never cached."""
     path = Path(run).expanduser()
     if (path / "export" / WEIGHTS_FILE).is_file():
         return path / "export"
@@ -90,18 +93,29 @@ def resolve(run: str, tracking_uri: str | None = None, cache_dir: Path | None = 
         raise MissingInputFile(f"{run} is neither a run or export directory nor an MLflow run id (32 hex digits)")
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
+    where = redact(tracking_uri or "")
+    try:
+        info = MlflowClient(tracking_uri).get_run(run).info
+    except MlflowException as err:
+        raise MissingInputFile(f"{run} is neither a run directory nor an MLflow run id in {where}: {err}") from err
+    if info.status != "FINISHED":
+        raise InputError(
+            f"MLflow run {run} is {info.status}: only a FINISHED run has its final weights; wait until it finishes "
+            "(or resume it), or name one of its checkpoints' run directory"
+        )
     cache_dir = cache_dir or Path(os.environ.get("LMLAB_ROOT", ".")) / ".cache"
-    final = cache_dir / "mlflow-runs" / run
+    final = cache_dir / "mlflow-runs" / f"{run}-finished{info.end_time}"
     if (final / WEIGHTS_FILE).is_file():
         return final
     try:
         with atomic_directory(final) as tmp:
             mlflow.artifacts.download_artifacts(run_id=run, tracking_uri=tracking_uri, dst_path=str(tmp))
+            if not (tmp / WEIGHTS_FILE).is_file():
+                raise MissingInputFile(f"MLflow run {run} in {where} has no {WEIGHTS_FILE} artifact (no export)")
     except MlflowException as err:
-        raise MissingInputFile(
-            f"{run} is neither a run directory nor an MLflow run id in {redact(tracking_uri or '')}: {err}"
-        ) from err
+        raise MissingInputFile(f"MLflow run {run} in {where}: its artifacts could not be downloaded: {err}") from err
     return final
 
 
