@@ -55,6 +55,25 @@ def locate(source: str, cache_dir: Path) -> tuple[Path, str]:
     return Path(local), Path(local).name
 
 
+def _shard_files(index: Path) -> list[Path]:
+    """The shard files an index names: plain file names inside the index's own directory, nothing else (a name
+    such as `../x` or `/etc/x` would read a file outside the model)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(f"{index} is not a safetensors index (a JSON object with a weight_map): {err}") from None
+    outside = [n for n in names if not isinstance(n, str) or Path(n).name != n or n in (".", "..")]
+    if outside:
+        raise InputError(
+            f"{index} names shard files outside its directory {outside[:3]}; an index may name only files beside it"
+        )
+    missing = [n for n in names if not (index.parent / n).is_file()]
+    if missing:
+        raise MissingInputFile(f"{index} names shards that are not in {index.parent}: {missing[:3]}")
+    return [index.parent / n for n in names]
+
+
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     """Every tensor of the checkpoint: model.safetensors, its shards (model.safetensors.index.json) or a
     pytorch_model.bin (read with weights_only, so nothing in it is executed)."""
@@ -64,10 +83,9 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         return load_file(str(single))
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(str(directory / shard)))
+        for shard in _shard_files(index):
+            state.update(load_file(str(shard)))
         return state
     if legacy.is_file():
         return torch.load(legacy, map_location="cpu", weights_only=True)

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmlab.data.text_files import checked_lines
 from lmlab.errors import InputError
 
 FIELDS = ("prompt", "chosen", "rejected")
@@ -20,12 +21,10 @@ class PreferencePair:
 
 
 def read_pairs(path: Path) -> list[PreferencePair]:
-    if path.suffix != ".jsonl":
-        raise InputError(f"preferences={path}: expected a .jsonl file with {list(FIELDS)} on each line")
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        raise InputError(f"preferences={path}: expected a .jsonl (or .json) file with {list(FIELDS)} on each line")
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, line in checked_lines(path, "preferences"):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:

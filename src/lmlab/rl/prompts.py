@@ -14,9 +14,11 @@ import numpy as np
 from lmlab.config_schema import choice, require_file
 from lmlab.data.config import WorldConfig
 from lmlab.data.synthetic import World
+from lmlab.data.text_files import checked_lines
 from lmlab.errors import InputError
 
 SOURCES = ("synthetic", "file")
+JSON_LINES = (".jsonl", ".json")  # suffixes (any case) of JSON-lines files
 T = TypeVar("T")
 
 
@@ -53,21 +55,27 @@ def read_prompts(cfg: PromptConfig) -> list[Prompt]:
         world = World(w.seed, n_people=w.people, n_places=w.places, n_orgs=w.organisations)
         return [Prompt(f"{p.name} works for", p.employer.name) for p in world.people]
     path = Path(cfg.file).expanduser()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix != ".jsonl":
-        prompts = [Prompt(line.strip()) for line in lines if line.strip()]
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", *JSON_LINES):
+        raise InputError(
+            f"prompts.file={path}: {path.suffix or 'no suffix'} is not a prompts format; give a .txt (one prompt per "
+            'line) or a .jsonl/.json file ({"prompt": ..., "answer": ...} on each line)'
+        )
+    lines = checked_lines(path, "prompts.file")
+    if suffix == ".txt":
+        prompts = [Prompt(line.strip()) for _, line in lines]
     else:
         prompts = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        for number, line in lines:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise InputError(f"prompts.file {path}:{number}: not JSON ({err})") from err
             if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
                 raise InputError(f'prompts.file {path}:{number}: each line needs a non-empty "prompt" string')
-            prompts.append(Prompt(row["prompt"], str(row.get("answer", ""))))
+            if not isinstance(row.get("answer", ""), str):
+                raise InputError(f'prompts.file {path}:{number}: "answer" must be a string when given')
+            prompts.append(Prompt(row["prompt"], row.get("answer", "")))
     if len(prompts) < 2:
         raise InputError(f"prompts.file {path}: {len(prompts)} prompt(s); training and held-out prompts need >= 2")
     return prompts

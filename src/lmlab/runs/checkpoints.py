@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,36 @@ LAST = "last.ckpt"
 _REQUIRED = ("state_dict", "global_step", "loops", "optimizer_states")
 
 
+class CheckpointNotWritten(OSError):
+    """A checkpoint could not be written (a full disk, say); the previous checkpoint is intact."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as err:
+            # torch reports a failed write as RuntimeError("[enforce fail at inline_container.cc] ... file write
+            # failed"): name the cause, and take the half-written file off the disk it filled.
+            written = tmp.stat().st_size if tmp.exists() else 0
+            tmp.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise CheckpointNotWritten(
+                f"the checkpoint {path} could not be written after {written / 2**20:,.1f} MiB ({_first_line(err)}); "
+                f"{free / 2**20:,.1f} MiB are free on its disk now. The previous checkpoint is intact: free space (or "
+                "point hydra.run.dir elsewhere) and rerun the same command to resume"
+            ) from err
         os.replace(tmp, path)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
 
 
 def checkpoint_step(path: Path) -> int:

@@ -68,8 +68,7 @@ class StudySettings:
     finetune: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
-            raise InputError(f"study.name={self.name!r}: use letters, digits, '_', '-' and '.' (it names directories)")
+        _check_label("study.name", self.name)
         if not self.objectives:
             raise InputError("study.objectives is empty; e.g. study.objectives=[mlm,clm,none]")
         for name in self.objectives:
@@ -106,11 +105,22 @@ class StudySettings:
             if not isinstance(entry, dict) or not entry.get("name") or not entry.get("task"):
                 raise InputError(f"study.tasks[{index}] = {entry!r}: needs name and task (a conf/task option)")
             settings = {k: v for k, v in entry.items() if k not in ("name", "task")}
+            _check_label(f"study.tasks[{index}].name", str(entry["name"]))
+            if not re.fullmatch(r"[A-Za-z0-9_]+", str(entry["task"])):
+                raise InputError(
+                    f"study.tasks[{index}].task={entry['task']!r} is not a conf/task option name (letters, digits, '_')"
+                )
             tasks.append(StudyTask(str(entry["name"]), str(entry["task"]), settings))
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise InputError(f"study.tasks names must differ: {names}")
         return tasks
+
+
+def _check_label(key: str, value: str) -> None:
+    """A name that becomes a directory, a run name and a report label."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value) or set(value) == {"."}:
+        raise InputError(f"{key}={value!r}: use letters, digits, '_', '-' and '.' (it names directories)")
 
 
 @dataclass

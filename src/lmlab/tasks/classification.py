@@ -19,7 +19,7 @@ from lmlab.errors import InputError
 from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput, contextual, pooled
 from lmlab.tasks.examples import TextExample
-from lmlab.tasks.readers import field, rows
+from lmlab.tasks.readers import label_field, refuse_confusable_labels, rows, text_field
 from lmlab.tasks.sources import label_names
 
 SYNTHETIC_LABELS = ("topic", "sentiment")
@@ -85,6 +85,7 @@ class Classification(TaskFamily):
     @staticmethod
     def label_set(examples: list[TextExample]) -> list[str]:
         labels = sorted({e.label for e in examples})
+        refuse_confusable_labels(labels, "the training examples")
         if len(labels) < 2:
             raise InputError(
                 f"the training examples have {len(labels)} distinct label(s) {labels}: classification needs at least "
@@ -143,8 +144,8 @@ def read_classification(
 ) -> list[TextExample]:
     examples = []
     for line, row in rows(path, tsv_quoting):
-        pair = str(field(path, line, row, pair_column)) if pair_column else None
-        text, label = str(field(path, line, row, text_column)), str(field(path, line, row, label_column))
+        pair = text_field(path, line, row, pair_column) if pair_column else None
+        text, label = text_field(path, line, row, text_column), label_field(path, line, row, label_column)
         examples.append(TextExample(text, label, pair))
     if not examples:
         raise InputError(f"task data file {path} holds no examples")

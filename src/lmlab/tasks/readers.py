@@ -88,3 +88,49 @@ def field(path: Path, line: int, row: dict, column: str):
     if column not in row or row[column] is None or (isinstance(row[column], str) and not row[column].strip()):
         raise DataFileError(path, line, f"missing or empty column {column!r} (columns: {sorted(row)})")
     return row[column]
+
+
+def text_field(path: Path, line: int, row: dict, column: str) -> str:
+    """A field that holds text: a JSON list, object or number there is refused, not read as its Python repr."""
+    value = field(path, line, row, column)
+    if not isinstance(value, str):
+        raise DataFileError(path, line, f"column {column!r} holds {_kind(value)}, not text")
+    return value
+
+
+def label_field(path: Path, line: int, row: dict, column: str) -> str:
+    """A label: text, or a whole number (JSON `0`, `1`); a list, object, fraction or boolean is refused."""
+    value = field(path, line, row, column)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataFileError(path, line, f"column {column!r} holds {_kind(value)}; a label is text or a whole number")
+    return str(value)
+
+
+def text_list_field(path: Path, line: int, row: dict, column: str) -> list[str]:
+    """A field that holds a list of strings (the words or tags of a sentence)."""
+    value = field(path, line, row, column)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise DataFileError(path, line, f"column {column!r} holds {_kind(value)}; expected a list of strings")
+    return value
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list" if all(isinstance(v, str) for v in value) else "a list that is not all strings"
+    if isinstance(value, dict):
+        return "an object"
+    return f"{type(value).__name__} {value!r}"
+
+
+def refuse_confusable_labels(labels: list[str], where: str) -> None:
+    """Refuse labels that differ only by surrounding whitespace or case (`pos`, `pos `, `Pos`): as written they
+    would be separate classes, which no data set means."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.strip().casefold(), []).append(label)
+    clashes = [sorted(group) for group in groups.values() if len(group) > 1]
+    if clashes:
+        raise InputError(
+            f"{where}: the labels {clashes[0]!r} differ only by surrounding whitespace or case, so they would be "
+            f"separate classes{f' ({len(clashes)} such groups)' * (len(clashes) > 1)}; write each label one way"
+        )

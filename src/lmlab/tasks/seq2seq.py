@@ -25,7 +25,7 @@ from lmlab.heads import IGNORE, LMHead, predict_tokens
 from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput
 from lmlab.tasks.examples import PairExample
-from lmlab.tasks.readers import field, rows
+from lmlab.tasks.readers import rows, text_field
 from lmlab.tasks.sources import nested
 from lmlab.tasks.text_metrics import GenerationScore
 
@@ -158,7 +158,7 @@ FAMILY = Seq2Seq
 
 def read_pairs(path: Path, source_column: str, target_column: str, tsv_quoting: bool = False) -> list[PairExample]:
     examples = [
-        PairExample(str(field(path, line, row, source_column)), str(field(path, line, row, target_column)))
+        PairExample(text_field(path, line, row, source_column), text_field(path, line, row, target_column))
         for line, row in rows(path, tsv_quoting)
     ]
     if not examples:

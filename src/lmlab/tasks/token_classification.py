@@ -21,7 +21,7 @@ from lmlab.models import Backbone, ModelConfig
 from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput, contextual
 from lmlab.tasks.entities import EntityF1
 from lmlab.tasks.examples import TaggedExample
-from lmlab.tasks.readers import DataFileError, field, rows
+from lmlab.tasks.readers import DataFileError, refuse_confusable_labels, rows, text_list_field
 from lmlab.tasks.sources import label_names
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
@@ -65,6 +65,7 @@ class TokenClassification(TaskFamily):
     @staticmethod
     def label_set(examples: list[TaggedExample]) -> list[str]:
         """ "O" first, then each entity type's B- and I- tags (both, even when the data lacks some I- tags)."""
+        refuse_confusable_labels(sorted({t for e in examples for t in e.tags}), "the training tags")
         types = sorted({t[2:] for e in examples for t in e.tags if t != "O"})
         return ["O"] + [f"{p}-{kind}" for kind in types for p in ("B", "I")]
 
@@ -157,8 +158,8 @@ def read_conll(path: Path, token_column: int, tag_column: int) -> list[TaggedExa
 def read_tagged_jsonl(path: Path, token_column: str, tag_column: str) -> list[TaggedExample]:
     examples = []
     for line, row in rows(path):
-        tokens, tags = field(path, line, row, token_column), field(path, line, row, tag_column)
-        if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+        tokens, tags = text_list_field(path, line, row, token_column), text_list_field(path, line, row, tag_column)
+        if len(tokens) != len(tags):
             raise DataFileError(path, line, f"{token_column!r} and {tag_column!r} must be lists of equal length")
-        examples.append(TaggedExample([str(t) for t in tokens], [str(t) for t in tags]))
+        examples.append(TaggedExample(tokens, tags))
     return examples

@@ -66,7 +66,11 @@ def outage_reason(err: BaseException) -> str:
 
 
 def backend_unavailable(err: BaseException) -> bool:
+    """Whether `err` says the store cannot answer now (a server down, an SQLite file another process holds locked),
+    as opposed to refusing the request."""
     if isinstance(err, RequestException | ConnectionError | TimeoutError):
+        return True
+    if "database is locked" in str(err).split("\n", 1)[0]:  # SQLite's busy timeout ran out (MLflow's or SQLAlchemy's)
         return True
     return isinstance(err, MlflowException) and err.error_code in UNAVAILABLE
 
