@@ -418,6 +418,18 @@ def test_a_resumed_rl_run_samples_and_logs_exactly_what_an_uninterrupted_one_doe
     assert elo.read_text() == (project / "straight" / "completions" / ELO_FILE).read_text()
 
 
+def test_a_resume_from_a_policy_that_changed_since_is_refused(project, policy_export, tokenizer):
+    """The KL reference is rebuilt from the policy run on resume: a run extended since would be another reference."""
+    rl(compose_rl(policy_export, "trainer.max_steps=2"), project / "run")
+    changed = tiny_decoder(tokenizer.vocab_size)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    metadata = {"objective": json.dumps({"name": "clm"}), "global_step": "5", "run_id": ""}
+    write_export(policy_export, torch.nn.ModuleDict({"backbone": changed}), changed.cfg, tokenizer, metadata, {})
+    with pytest.raises(InputError, match="trained with another tokenizer or starting run .*start_weights"):
+        rl(compose_rl(policy_export, "trainer.max_steps=4", "allow_config_change=true"), project / "run")
+
+
 def test_the_rl_benchmark_prints_rollout_and_update_costs(policy_export, tmp_path):
     import subprocess
     import sys

@@ -24,6 +24,7 @@ import torch
 from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import WorldConfig
 from lmlab.data.synthetic import World
+from lmlab.data.text_files import checked_lines
 from lmlab.data.tokenizer import PAD, SEP, TrainedTokenizer
 from lmlab.errors import InputError
 from lmlab.heads import IGNORE
@@ -100,10 +101,7 @@ class DomainEpisodes:
         )
 
     def _file_tokens(self, i: int, path: Path) -> np.ndarray:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"episodes.files[{i}]: {path} is not UTF-8 text ({err})") from err
+        text = "\n".join(line for _, line in checked_lines(path, f"episodes.files[{i}]"))
         ids = np.asarray(self.tokenizer.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
         need = self.cfg.rows * self.cfg.max_length
         if len(ids) < need:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from lmlab.config_schema import at_least, choice, require_file
 from lmlab.data.config import WorldConfig
 from lmlab.data.synthetic import TERMS, World
+from lmlab.data.text_files import checked_lines
 from lmlab.data.tokenizer import CLS, MASK, PAD, SEP, TrainedTokenizer, special_tokens_read
 from lmlab.errors import InputError
 from lmlab.heads import IGNORE
@@ -140,10 +141,7 @@ def cloze_classes(paths: list[Path], needed: int, skip_frequent: int, max_classe
     most frequent `max_classes` words that occur in at least `needed` sentences become classes."""
     sentences = []
     for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"episodes.files: {path} is not UTF-8 text ({err})") from err
+        text = "\n".join(line for _, line in checked_lines(path, "episodes.files"))
         sentences += [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= 4]
     containing: dict[str, list[int]] = {}
     for i, sentence in enumerate(sentences):

@@ -4,6 +4,7 @@ every difference) unless `allow_config_change=true`; one whose tokenizer differs
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,9 @@ from lmlab.tracking.identity import flatten
 
 CONFIG_FILE = "run_config.json"
 INPUTS_FILE = "run_inputs.json"
-# Inputs that the checkpoint's weights are bound to: continuing them under another value is never meaningful.
-_BOUND_INPUTS = ("tokenizer_fingerprint",)
+# Inputs that the checkpoint's weights are bound to: continuing them under another value is never meaningful (the
+# weights read through the tokenizer; an RL run's KL reference is rebuilt from its starting weights).
+_BOUND_INPUTS = ("tokenizer_fingerprint", "start_weights")
 # Settings that steer how a job runs, not what it computes.
 RUN_CONTROL = (
     "resume",
@@ -61,6 +63,18 @@ def _computed(resolved: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in flatten(resolved).items() if k not in RUN_CONTROL and not k.startswith(_LABELS)}
 
 
+def start_inputs(tokenizer_fingerprint: str, weights: dict[str, Any]) -> dict[str, str]:
+    """The inputs a stage that starts from a run (fine-tuning, meta-learning, RL) is bound to: the tokenizer and the
+    starting weights, by content (a run extended since has other weights under the same id or directory)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(weights[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return {"tokenizer_fingerprint": tokenizer_fingerprint, "start_weights": digest.hexdigest()[:16]}
+
+
 def record_inputs(run_dir: Path, inputs: dict[str, str]) -> None:
     """Record the fingerprints of what the run reads (e.g. data_fingerprint, tokenizer_fingerprint)."""
     write_text_atomic(run_dir / INPUTS_FILE, json.dumps(inputs, indent=1, sort_keys=True))
@@ -76,9 +90,9 @@ def check_resume_inputs(run_dir: Path, inputs: dict[str, str], allowed: bool) ->
     listed = "; ".join(f"{key}: {old} -> {new}" for key, (old, new) in changes.items())
     if bound:
         raise InputError(
-            f"{run_dir} holds a run whose checkpoint was trained with another tokenizer ({listed}): its corpus or "
-            "tokenizer settings changed since it started. Restore them to resume it, or start afresh with "
-            "resume=false (or another hydra.run.dir)"
+            f"{run_dir} holds a run whose checkpoint was trained with another tokenizer or starting run ({listed}): "
+            "its corpus, tokenizer or starting run changed since it started. Restore them to resume it, or start "
+            "afresh with resume=false (or another hydra.run.dir)"
         )
     if changes and not allowed:
         raise InputError(
