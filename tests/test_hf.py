@@ -487,10 +487,29 @@ def test_an_unmappable_pretraining_run_is_refused_before_anything_is_written(tok
 
 def test_the_registry_holds_an_export_that_mlflow_loads(tokenizer, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run = _export(tmp_path / "run", _backbone(LAYOUTS["gpt2"], tokenizer.vocab_size), nn.Identity(), tokenizer, "clm")
-    export(ExportConfig(run=str(run), out=str(tmp_path / "hf"), register="tiny-gpt2", tracking_uri=uri))
     client = MlflowClient(uri)
+    source = client.create_run(client.create_experiment("pretraining")).info.run_id
+    client.set_terminated(source, "FAILED")  # a record export.py must leave as it is
+    backbone = _backbone(LAYOUTS["gpt2"], tokenizer.vocab_size)
+    weights = nn.ModuleDict({"backbone": backbone, "head": nn.Identity()})
+    metadata = {"objective": json.dumps({"name": "clm"}), "global_step": "7", "run_id": source}
+    run = write_export(tmp_path / "run", weights, backbone.cfg, tokenizer, metadata, {})
+    before = client.get_run(source)
+    for bad in ("a/b", "x:y", " "):  # refused before anything is written or logged
+        with pytest.raises(InputError, match=f"register={bad!r} is not a registry name MLflow accepts"):
+            export(ExportConfig(run=str(run), out=str(tmp_path / "bad"), register=bad, tracking_uri=uri))
+    assert not (tmp_path / "bad").exists()
+    export(ExportConfig(run=str(run), out=str(tmp_path / "hf"), register="tiny-gpt2", tracking_uri=uri))
+    after = client.get_run(source)
+    assert (after.info.status, after.info.end_time, after.data.tags) == (
+        before.info.status,
+        before.info.end_time,
+        before.data.tags,
+    )
     [version] = client.search_model_versions("name='tiny-gpt2'")
+    own = client.get_run(version.run_id)
+    assert own.info.run_id != source and own.info.status == "FINISHED"
+    assert own.data.tags["lmlab.kind"] == "export" and own.data.tags["lmlab.source_run_id"] == source
     import mlflow.pytorch
 
     model = mlflow.pytorch.load_model(f"models:/tiny-gpt2/{version.version}")

@@ -104,6 +104,7 @@ def test_a_hub_corpus_config_streams_its_repository_into_the_token_cache(name, t
     assert len(validation) == VALIDATION[name] and len(train) + (0 if name == "c4" else len(validation)) == 3000
     assert train[0] == _text(name[0], "t", 0)
     conf.data.max_tokens, conf.data.tokenize.shard_documents = 2000, 100
+    conf.data.batch_size = 2  # the 2,000 tokens make a few blocks of 512; a batch is never more than the split
     data = PretrainDataModule(conf.data, tmp_path / "cache", seed=0)
     data.prepare()
     train_cache = data.splits["train"]

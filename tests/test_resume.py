@@ -102,6 +102,11 @@ def test_resume_continues_the_same_mlflow_run_without_duplicate_metrics(compose_
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert sorted(steps) == list(range(30)), "every step once"
     assert (run_dir / "export" / "model.safetensors").is_file()
+    # The throughput counts go on across the resume: 30 steps of 16 blocks, and time that never runs backwards.
+    samples = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/samples"))
+    assert samples[-1][1] == 30 * 16, samples[-3:]
+    times = [v for _, v in sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train/time"))]
+    assert times == sorted(times), times
 
 
 def test_a_changed_config_is_refused_on_resume_unless_allowed(compose_config, project):

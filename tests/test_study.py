@@ -109,3 +109,55 @@ def test_a_killed_study_reruns_only_what_did_not_finish_and_reports(tmp_path):
         assert (tmp_path / "experiments" / "studies" / "toy" / png).stat().st_size > 1000
     job = json.loads((study_dir / "pretrain" / "mlm" / "study_job.json").read_text())
     assert "objective=mlm" in job["overrides"]
+
+
+_STAGE_JOB = """
+import os, signal, sys, time
+from pathlib import Path
+out = Path(next(a.split("=", 1)[1] for a in sys.argv if a.startswith("hydra.sweep.dir=")))
+out.mkdir(parents=True, exist_ok=True)
+def checkpoint(signum, frame):
+    (out / "checkpointed").write_text(signal.Signals(signum).name)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+signal.signal(signal.SIGTERM, checkpoint)
+(out / "started").write_text("")
+if os.environ.get("STOP_ITSELF"):
+    os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(120)
+"""
+
+
+def _stage_calls(tmp_path: Path) -> list:
+    from lmlab.studies.plan import Job, StageCall
+
+    return [
+        StageCall(
+            "train.py", tmp_path / name, name, (), (Job(tmp_path / name / "job", ("x",), name),), f"pretrain {name}"
+        )
+        for name in ("first", "second")
+    ]
+
+
+@pytest.mark.parametrize("stopped_by", ["the study", "the job itself"])
+def test_a_stopped_study_passes_the_stop_on_and_starts_nothing_more(tmp_path, monkeypatch, stopped_by):
+    from lmlab.studies.launch import StudyIncomplete, run_stage
+
+    (tmp_path / "train.py").write_text(_STAGE_JOB)
+    if stopped_by == "the job itself":
+        monkeypatch.setenv("STOP_ITSELF", "1")
+    else:
+
+        def stop_when_started() -> None:
+            deadline = time.monotonic() + 120
+            while not (tmp_path / "first" / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)  # to the study (this process), as Slurm or a user would
+
+        import threading
+
+        threading.Thread(target=stop_when_started, daemon=True).start()
+    with pytest.raises(StudyIncomplete, match=r"the study was stopped \(.*\) before these stage calls finished"):
+        run_stage(_stage_calls(tmp_path), tmp_path, tmp_path, [], False, tmp_path / "logs", None)
+    assert (tmp_path / "first" / "checkpointed").read_text() == "SIGTERM"  # the job got the stop and checkpointed
+    assert not (tmp_path / "second").exists()  # and the study went on to nothing else
