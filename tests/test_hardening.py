@@ -141,18 +141,27 @@ def test_an_evaluation_over_nothing_is_an_error_not_a_perfect_score(compose_conf
         compose_checked("evaluate.py", ["run=x", "max_batches=-1"])
 
 
-def test_the_same_finetune_command_twice_trains_once(compose_config, project, caplog):
+def test_the_same_finetune_command_twice_trains_once_and_again_when_its_data_changed(project, caplog):
     from .test_finetune import compose_finetune
 
-    small = ["trainer.max_steps=4", "trainer.val_check_interval=2", "task.train_examples=40", "task.max_length=32"]
-    cfg = compose_finetune("task=synthetic_topic", "pretrained=none", "task.validation_examples=16", *small)
-    run_dir = project / "ft"
+    def write(path: Path, shift: int) -> None:
+        rows = [f"{WORDS[(i + shift) % 16]} {WORDS[(i * 3) % 16]}\t{'pos' if i % 2 else 'neg'}" for i in range(24)]
+        path.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+
+    train, dev = project / "train.tsv", project / "dev.tsv"
+    write(train, 0)
+    write(dev, 5)
+    task = ["task=text_classification", f"task.train_file={train}", f"task.validation_file={dev}", "task.max_length=16"]
+    cfg = compose_finetune(*task, "pretrained=none", "trainer.max_steps=4", "trainer.val_check_interval=2")
+    run_dir, client = project / "ft", MlflowClient(f"sqlite:///{project}/mlflow.db")
     first = finetune(cfg, run_dir)
     with caplog.at_level(logging.INFO):
         again = finetune(cfg, run_dir)
-    assert again == pytest.approx(first) and "already finished with this config" in caplog.text
-    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    assert again == pytest.approx(first) and "already finished with this config on these inputs" in caplog.text
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1
+    write(train, 3)  # the same command on an edited file is another job: it trains
+    finetune(cfg, run_dir)
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 2
 
 
 def test_two_exports_into_one_directory_cannot_both_succeed(tmp_path):

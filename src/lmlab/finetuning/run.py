@@ -14,9 +14,11 @@ from torch.utils.data import DataLoader
 
 from lmlab.atomic_file import check_writable_dir
 from lmlab.callbacks import ValidateOnLastStep
+from lmlab.data.cache import fingerprint
 from lmlab.errors import InputError
 from lmlab.finetuning.config import FinetuneConfig
 from lmlab.finetuning.module import FinetuneModule
+from lmlab.runs.config_drift import start_inputs
 from lmlab.runs.console import closing_summary
 from lmlab.runs.exports import write_export
 from lmlab.runs.finished import finished_metrics, record_finished
@@ -54,14 +56,18 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_dir = Path(run_dir)
     refuse_unused_architecture(conf.pretrained)
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
-    done = finished_metrics(run_dir, resolved)
-    if done is not None:
-        log.info("%s already finished with this config: its result is reused, not trained again", run_dir)
-        log.info("%s", closing_summary(run_dir, done, None, Path(conf.paths.root)))
-        return done
     task = conf.task_config()
     train, validation = load_examples(task, "train"), load_examples(task, "validation")
     start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+    inputs = {
+        **start_inputs(start.tokenizer.fingerprint, start.backbone.state_dict()),
+        "examples": fingerprint(repr(train), repr(validation)),
+    }
+    done = finished_metrics(run_dir, resolved, inputs)
+    if done is not None:
+        log.info("%s already finished with this config on these inputs: its result is reused", run_dir)
+        log.info("%s", closing_summary(run_dir, done, None, Path(conf.paths.root)))
+        return done
     cls = family_class(task.family)
     labels = cls.label_set(train)
     family: TaskFamily = cls(task, start.tokenizer, labels, start.backbone.cfg)
@@ -114,6 +120,6 @@ def finetune(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if tracked is not None:
         tracked.client.log_artifacts(tracked.run_id, str(export))
         tracked.finish()
-    record_finished(run_dir, resolved, metrics)
+    record_finished(run_dir, resolved, inputs, metrics)
     log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root)))
     return metrics

@@ -1,6 +1,7 @@
 """A job that already ran to the end is reused, not repeated: rerunning the same command (a sweep relaunched, a
-study rerun) must not train again and be counted twice. The job records its config and final metrics when it
-finishes; a rerun with the same config returns those metrics and writes nothing."""
+study rerun) must not train again and be counted twice. The job records its config, the fingerprints of what it read
+(its data, its starting run) and its final metrics when it finishes; a rerun with the same config on the same inputs
+returns those metrics and writes nothing, and one whose inputs changed runs again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from lmlab.tracking.identity import flatten
 FINISHED_FILE = "finished.json"
 
 
-def finished_metrics(run_dir: Path, resolved: dict[str, Any]) -> dict[str, float] | None:
-    """The final metrics of the job in `run_dir` when it finished with the config `resolved`; else None."""
+def finished_metrics(run_dir: Path, resolved: dict[str, Any], inputs: dict[str, str]) -> dict[str, float] | None:
+    """The final metrics of the job in `run_dir` when it finished with the config `resolved` on `inputs`; else
+    None."""
     path = run_dir / FINISHED_FILE
     if not path.is_file():
         return None
@@ -24,15 +26,14 @@ def finished_metrics(run_dir: Path, resolved: dict[str, Any]) -> dict[str, float
         record = json.loads(path.read_text())
     except ValueError:
         return None  # a record that cannot be read proves nothing: the job runs again
-    if record.get("config") != _identity(resolved):
+    if record.get("config") != _identity(resolved) or record.get("inputs") != inputs:
         return None
     return {k: float(v) for k, v in record["metrics"].items()}
 
 
-def record_finished(run_dir: Path, resolved: dict[str, Any], metrics: dict[str, float]) -> None:
-    write_text_atomic(
-        run_dir / FINISHED_FILE, json.dumps({"config": _identity(resolved), "metrics": metrics}, indent=1)
-    )
+def record_finished(run_dir: Path, resolved: dict[str, Any], inputs: dict[str, str], metrics: dict[str, float]) -> None:
+    record = {"config": _identity(resolved), "inputs": inputs, "metrics": metrics}
+    write_text_atomic(run_dir / FINISHED_FILE, json.dumps(record, indent=1))
 
 
 def _identity(resolved: dict[str, Any]) -> dict[str, str]:
