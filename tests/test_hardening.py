@@ -480,14 +480,20 @@ def test_messages_say_what_is_really_wrong(project, tmp_path):
         compose_checked("study.py", ["study.tasks=[{name: a/b, task: synthetic_topic_snippets}]"])
 
 
-def test_export_out_naming_a_file_is_refused(tmp_path):
+def test_export_out_naming_a_file_is_refused(tmp_path, tokenizer):
     from lmlab.exporting.run import ExportConfig, export
+    from lmlab.models import Backbone, ModelConfig
+    from lmlab.runs.exports import write_export
 
+    backbone = Backbone(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=tokenizer.vocab_size))
+    metadata = {"objective": json.dumps({"name": "mlm"}), "global_step": "1"}
+    run = write_export(
+        tmp_path / "run", torch.nn.ModuleDict({"backbone": backbone}), backbone.cfg, tokenizer, metadata, {}
+    )
     (tmp_path / "file").write_text("x")
-    run = tmp_path / "run" / "export"
-    run.mkdir(parents=True)
-    with pytest.raises(InputError):  # no export there: refused for that first
-        export(ExportConfig(run=str(run.parent), out=str(tmp_path / "file")))
+    with pytest.raises(InputError, match="is a file, not a directory"):
+        export(ExportConfig(run=str(run), out=str(tmp_path / "file")))
+    assert (tmp_path / "file").read_text() == "x"
 
 
 # -------------------------------------------------------------------------------------- 9. paths that escape
