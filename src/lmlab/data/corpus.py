@@ -131,7 +131,8 @@ def _row_place(files: list[Path], index: int) -> str:
     """Where row `index` (from 0) of `files` read in order is: file and line for JSON-lines files, else the row."""
     seen = 0
     for path in files:
-        if file_sets.file_format(path) != "json" or path.name.lower().removesuffix(".gz").endswith(".json"):
+        inner = path.with_suffix("") if file_sets.compression(path) else path
+        if inner.suffix.lower() != ".jsonl":  # a .json file may be one array: its rows are not its lines
             break
         for number, _ in checked_lines(path, "data.files"):
             if seen == index:

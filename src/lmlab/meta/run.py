@@ -26,7 +26,7 @@ from lmlab.meta.evaluate import meta_test
 from lmlab.meta.module import MetaModule
 from lmlab.meta.results import EPISODES_FILE
 from lmlab.runs.checkpoints import LAST
-from lmlab.runs.config_drift import check_resume_config, check_resume_inputs, record_inputs, start_inputs
+from lmlab.runs.config_drift import bind_inputs, check_resume_config, start_inputs
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import write_export
@@ -68,14 +68,12 @@ def metalearn(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
     inputs = start_inputs(start.tokenizer.fingerprint, start.backbone.state_dict())
-    if resume_from:
-        changes.update(check_resume_inputs(run_dir, inputs, conf.allow_config_change))
+    resuming = resume_from is not None
+    changes.update(bind_inputs(run_dir, inputs, resuming=resuming, allowed=conf.allow_config_change, lead=lead))
 
     pools = {"train": data.pools.train, "val": data.pools.val, "test": data.pools.test, "dropped": data.pools.dropped}
     log.info("Episodes %s: %s", episodes_cfg.name, source.describe())
     resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
-    if lead:
-        record_inputs(run_dir, inputs)
     tags = {
         "lmlab.kind": "meta",
         "lmlab.meta": algo_cfg.name,

@@ -25,7 +25,7 @@ from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.checkpoints import LAST
-from lmlab.runs.config_drift import check_resume_config, check_resume_inputs, record_inputs
+from lmlab.runs.config_drift import bind_inputs, check_resume_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix, write_export
@@ -60,11 +60,8 @@ def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data, tokenizer, module, lineage = build_pretraining(conf)
     objective = module.objective
     inputs = {"data_fingerprint": data.corpus_fingerprint, "tokenizer_fingerprint": tokenizer.fingerprint}
-    if resuming:
-        changes.update(check_resume_inputs(run_dir, inputs, conf.allow_config_change))
+    changes.update(bind_inputs(run_dir, inputs, resuming=resuming, allowed=conf.allow_config_change, lead=lead))
     resume_tags = record_start(run_dir, resolved, start, changes) if lead else None
-    if lead:
-        record_inputs(run_dir, inputs)
     tags = {
         "lmlab.objective": conf.objective["name"],
         "lmlab.n_params": str(sum(p.numel() for p in module.parameters())),

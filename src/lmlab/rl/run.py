@@ -33,7 +33,7 @@ from lmlab.rl.preferences import read_pairs
 from lmlab.rl.prompts import read_prompts, split_held_out
 from lmlab.rl.rewards import Reward, RewardContext, reward_class
 from lmlab.runs.checkpoints import LAST
-from lmlab.runs.config_drift import check_resume_config, check_resume_inputs, record_inputs, start_inputs
+from lmlab.runs.config_drift import bind_inputs, check_resume_config, start_inputs
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
 from lmlab.runs.exports import ExportedRun, write_export
@@ -66,12 +66,10 @@ def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
     changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
     bound = start_inputs(policy.tokenizer.fingerprint, policy.weights)
-    if resume_from:
-        changes.update(check_resume_inputs(run_dir, bound, conf.allow_config_change))
+    resuming = resume_from is not None
+    changes.update(bind_inputs(run_dir, bound, resuming=resuming, allowed=conf.allow_config_change, lead=lead))
     log.info("RL: %s, %s", algo_cfg.name, inputs.what)
     resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
-    if lead:
-        record_inputs(run_dir, bound)
     hf_tags = {k: v for k, v in lineage.items() if k.startswith("lmlab.hf_")}
     tags = {
         "lmlab.kind": "rl",

@@ -75,9 +75,13 @@ def start_inputs(tokenizer_fingerprint: str, weights: dict[str, Any]) -> dict[st
     return {"tokenizer_fingerprint": tokenizer_fingerprint, "start_weights": digest.hexdigest()[:16]}
 
 
-def record_inputs(run_dir: Path, inputs: dict[str, str]) -> None:
-    """Record the fingerprints of what the run reads (e.g. data_fingerprint, tokenizer_fingerprint)."""
-    write_text_atomic(run_dir / INPUTS_FILE, json.dumps(inputs, indent=1, sort_keys=True))
+def bind_inputs(run_dir: Path, inputs: dict[str, str], *, resuming: bool, allowed: bool, lead: bool) -> dict:
+    """Check a resume's `inputs` against the recorded ones (`check_resume_inputs`), then (lead process) record
+    them; the changes a resume continues with."""
+    changes = check_resume_inputs(run_dir, inputs, allowed) if resuming else {}
+    if lead:
+        write_text_atomic(run_dir / INPUTS_FILE, json.dumps(inputs, indent=1, sort_keys=True))
+    return changes
 
 
 def check_resume_inputs(run_dir: Path, inputs: dict[str, str], allowed: bool) -> dict[str, list[str | None]]:
