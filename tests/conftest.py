@@ -164,3 +164,21 @@ FIRST = ("tests/test_documented_commands_run.py", "tests/test_documented_example
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in FIRST)
+
+
+@pytest.fixture
+def stop_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], None]:
+    """Make a stage receive SIGTERM's flag after the given optimiser step (the rest of the path is the real one)."""
+    from lmlab.callbacks.preemption import StopOnSignal
+    from lmlab.runs import driver
+
+    def install(step: int) -> None:
+        class StopAt(StopOnSignal):
+            def on_train_batch_end(self, trainer, *args):  # type: ignore[no-untyped-def]
+                if trainer.global_step == step:
+                    self.received = [signal.SIGTERM]
+                super().on_train_batch_end(trainer, *args)
+
+        monkeypatch.setattr(driver, "StopOnSignal", StopAt)
+
+    return install

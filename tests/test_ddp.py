@@ -56,3 +56,41 @@ def test_two_ranks_train_a_mixture_whose_heads_take_turns(tmp_path):
     [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])
     parts = {key for key in run.data.metrics if key.startswith("train/")}
     assert {"train/mlm_loss", "train/sop_loss"} <= parts, parts  # both heads trained
+
+
+@pytest.mark.parametrize("stage", ["finetune", "metalearn", "rl"])
+def test_two_ranks_of_every_stage_make_one_mlflow_run(tmp_path, stage, tokenizer):
+    """The driver opens the run on the lead process only, for every stage."""
+    from lmlab.runs.exports import write_export
+
+    from .test_finetune import SMALL_DATA, SMALL_MODEL
+    from .test_meta_run import TOY as META_TOY
+    from .test_rl import TOY as RL_TOY
+    from .test_rl import tiny_decoder
+
+    if stage == "finetune":
+        args = [
+            *SMALL_MODEL,
+            *SMALL_DATA,
+            "task.train_examples=64",
+            "task.validation_examples=16",
+            "task.max_length=48",
+            "task.batch_size=8",
+            "trainer.max_steps=6",
+            "trainer.val_check_interval=3",
+        ]
+    elif stage == "metalearn":
+        args = META_TOY
+    else:
+        backbone = tiny_decoder(tokenizer.vocab_size)
+        metadata = {"objective": '{"name": "clm"}', "global_step": "0", "run_id": ""}
+        weights = torch.nn.ModuleDict({"backbone": backbone})
+        policy = write_export(tmp_path / "policy", weights, backbone.cfg, tokenizer, metadata, {})
+        args = [*RL_TOY, f"policy={policy}"]
+    cmd = [sys.executable, f"{stage}.py", *args, "trainer.devices=2", "trainer.strategy=ddp"]
+    env = {**run_env(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in runs]

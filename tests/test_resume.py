@@ -17,7 +17,6 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
-from lmlab.pretraining import run as run_module
 from lmlab.pretraining.run import pretrain
 from lmlab.runs.checkpoints import checkpoint_step, latest_checkpoint
 from lmlab.runs.exports import load_export
@@ -37,22 +36,6 @@ def _losses(run_dir: Path) -> dict[int, float]:
         with open(path) as f:
             rows.update({int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")})
     return rows
-
-
-@pytest.fixture
-def stop_at(monkeypatch):
-    """Make the run receive SIGTERM's flag after the given optimiser step (the rest of the path is the real one)."""
-
-    def install(step: int) -> None:
-        class StopAt(StopOnSignal):
-            def on_train_batch_end(self, trainer, *args):
-                if trainer.global_step == step:
-                    self.received = [signal.SIGTERM]
-                super().on_train_batch_end(trainer, *args)
-
-        monkeypatch.setattr(run_module, "StopOnSignal", StopAt)
-
-    return install
 
 
 def test_interrupted_and_resumed_run_continues_the_exact_loss_series(compose_config, project, stop_at):
@@ -132,8 +115,8 @@ def test_a_truncated_checkpoint_is_skipped_for_the_previous_one(compose_config, 
     assert path == best and (ckpts / "last.ckpt.corrupt").is_file()
     assert "Skipping a broken checkpoint" in caplog.text
     best.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="every checkpoint in .* is broken.*resume=false"):
-        pretrain(compose_config(*TINY, "trainer.max_steps=20", "logger=none"), run_dir)
+    with pytest.raises(RuntimeError, match="every checkpoint in .* is broken.*resume=false"):  # extending the run
+        pretrain(compose_config(*TINY, "trainer.max_steps=30", "logger=none"), run_dir)
 
 
 class _Payload:

@@ -339,15 +339,15 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
     module = RLModule(
         exported.backbone(),
         algorithm("grpo", group=2, max_new_tokens=4),
-        reward,
-        exported.tokenizer,
-        OptimConfig(),
-        4,
-        0.0,
-        0,
-        conf.eval,
-        None,
-        "clm",
+        reward=reward,
+        tokenizer=exported.tokenizer,
+        optim_cfg=OptimConfig(),
+        max_steps=4,
+        clip=0.0,
+        seed=0,
+        eval_cfg=conf.eval,
+        completions_dir=None,
+        objective_name="clm",
     )
     module.eval()  # as training_step and validation see the policy (no dropout)
     prompts = read_prompts(PromptConfig())[:2]

@@ -174,6 +174,28 @@ def test_a_meta_learning_sweep_resumes_after_sigterm_into_the_same_run(tmp_path)
     _a_preempted_job_resumes_into_the_same_run(tmp_path, cmd, "train/query_loss", "metalearn")
 
 
+def test_a_fine_tuning_sweep_resumes_after_requeue_into_the_same_run(tmp_path):
+    """finetune.py on the same machinery: a preempted fine-tune continues from its last.ckpt (exactness of the
+    continued loss series: tests/test_stage_driver.py)."""
+    from .test_finetune import SMALL_DATA, SMALL_MODEL
+
+    overrides = [
+        *SMALL_MODEL,
+        *SMALL_DATA,
+        "task=synthetic_topic",
+        "task.train_examples=64",
+        "task.validation_examples=16",
+        "task.max_length=48",
+        "task.batch_size=8",
+        "trainer.max_steps=10000000",
+        "trainer.val_check_interval=50",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    cmd = [sys.executable, "finetune.py", "-m", *SLURM, "seed=0,1", *overrides]
+    _a_preempted_job_resumes_into_the_same_run(tmp_path, cmd, "train/loss", "finetune")
+
+
 def test_an_rl_sweep_resumes_after_sigterm_into_the_same_run(tmp_path, tokenizer):
     """rl.py on the same machinery, rollout randomness included (its draws are a function of (seed, step)); finishing
     and the exact loss series after a resume: tests/test_rl.py."""

@@ -26,6 +26,6 @@ def check_finite(loss: Any, step: int) -> None:
 
 class StopOnNonFiniteLoss(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, *args: Any) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             check_finite(loss, trainer.global_step)

@@ -9,12 +9,12 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from lmlab.errors import InputError
-from lmlab.runs.config import StageConfig, register_resolvers
+from lmlab.runs.config import ResumeConfig, StageConfig, register_resolvers
 from lmlab.tasks import TaskConfig, available_families, family_class
 
 
 @dataclass
-class FinetuneConfig(StageConfig):
+class FinetuneConfig(StageConfig, ResumeConfig):
     # A task family's config (conf/task/*.yaml): validated against that family's schema.
     task: Any = field(default_factory=dict)
     experiment: str = "finetune"
@@ -29,6 +29,7 @@ class FinetuneConfig(StageConfig):
         return family_class(family).parse_config(self.task)
 
     def validate(self) -> None:
+        super().validate()
         task = self.task_config()
         if self.pretrained.lower() == "none" and task.max_length > self.model.max_positions:
             raise InputError(

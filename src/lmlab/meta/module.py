@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric
 from lmlab.meta.algorithms import MetaAlgorithm
 from lmlab.meta.episodes import Episode
 from lmlab.runs.config import OptimConfig
+from lmlab.runs.manual_step import manual_step
 from lmlab.runs.optim import lightning_optimizers
 
 
@@ -28,14 +29,8 @@ class MetaModule(pl.LightningModule):
         self.val_loss = MeanMetric()
 
     def training_step(self, episodes: list[Episode], batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        schedule = self.lr_schedulers()
-        optimizer.zero_grad()  # type: ignore[union-attr]
-        metrics = self.algorithm.meta_gradients(episodes)
-        if self.clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
-        optimizer.step()  # type: ignore[union-attr]
-        schedule.step()  # type: ignore[union-attr]
+        metrics = manual_step(self, lambda: self.algorithm.meta_gradients(episodes), clip=self.clip)
+        self.lr_schedulers().step()  # type: ignore[union-attr]
         self.log_dict({f"train/{key}": value for key, value in metrics.items()}, prog_bar=True)
 
     def validation_step(self, episodes: list[Episode], batch_idx: int) -> None:

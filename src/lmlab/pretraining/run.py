@@ -6,16 +6,12 @@ import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback
 
-from lmlab.atomic_file import check_writable_dir
-from lmlab.callbacks import MetricHistory, ValidateOnLastStep, token_throughput
-from lmlab.callbacks.nonfinite import StopOnNonFiniteLoss
-from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
-from lmlab.callbacks.rng_state import RngState
+from lmlab.callbacks import MetricHistory, token_throughput
 from lmlab.data.datamodule import PretrainDataModule
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError
@@ -24,18 +20,11 @@ from lmlab.objectives import build_objective, objective_class
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
-from lmlab.runs.checkpoints import LAST
-from lmlab.runs.config_drift import bind_inputs, check_resume_config
-from lmlab.runs.console import closing_summary
+from lmlab.runs.driver import Export, Stage, run_stage
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix, write_export
-from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
+from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix
 from lmlab.runs.sharding import Sharding
-from lmlab.runs.start import start_stage
 from lmlab.runs.starting_point import check_tokenizer_path, load_run, refuse_unused_architecture
-from lmlab.runs.tracked import failure_recorded, track_run
-from lmlab.runs.trainer import build_trainer, lightning_logger
-from lmlab.tracking.identity import redacted
 from lmlab.tracking.loss_curve import plot_loss_curve
 from lmlab.tracking.mlflow_run import MlflowRun
 
@@ -44,80 +33,71 @@ log = logging.getLogger(__name__)
 
 def pretrain(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Train as configured, writing checkpoints and exports under `run_dir`; returns the final metrics."""
-    conf = start_stage(cfg, TrainConfig)
-    refuse_unused_architecture(conf.init, "init", ("model",))
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    # Rank 0 records, tracks and exports; the other DDP ranks (their own processes) only train.
-    lead = lead_process()
-    if lead:
-        check_writable_dir(ckpt_dir, "the checkpoint directory")
-    start = resume_point(conf.ckpt_path, conf.resume, ckpt_dir)
-    resuming = start is not None
-    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
-    changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resuming else {}
+    return run_stage(cfg, run_dir, Pretraining)
 
-    data, tokenizer, module, lineage = build_pretraining(conf)
-    objective = module.objective
-    inputs = {"data_fingerprint": data.corpus_fingerprint, "tokenizer_fingerprint": tokenizer.fingerprint}
-    changes.update(bind_inputs(run_dir, inputs, resuming=resuming, allowed=conf.allow_config_change, lead=lead))
-    resume_tags = record_start(run_dir, resolved, start, changes) if lead else None
-    tags = {
-        "lmlab.objective": conf.objective["name"],
-        "lmlab.n_params": str(sum(p.numel() for p in module.parameters())),
-        "lmlab.data_fingerprint": data.corpus_fingerprint,
-        "lmlab.tokenizer_fingerprint": tokenizer.fingerprint,
-        **lineage,
-    }
-    run_name = f"{conf.objective['name']}-{run_dir.name}"
-    tracked = (
-        track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
-    )
-    if lead:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "examples.txt").write_text(describe_examples(objective, data.blocks("train"), tokenizer, conf.seed))
-    if tracked is not None and not tracked.resumed:
-        tracked.client.log_artifact(tracked.run_id, str(run_dir / "examples.txt"))
-    history = MetricHistory(conf.trainer.log_every_n_steps)
-    stop = StopOnSignal(ckpt_dir / LAST)
-    best, last = checkpoint_callbacks(ckpt_dir, "val/loss", "min")
-    with failure_recorded(tracked):
-        try:
-            trainer = build_trainer(
-                conf.trainer,
-                run_dir,
-                lightning_logger(conf.logger, run_dir, tracked),
-                [
-                    StopOnNonFiniteLoss(),
-                    best,
-                    last,
-                    history,
-                    token_throughput(),
-                    ValidateOnLastStep(),
-                    stop,
-                    RngState(),
-                ],
-                find_unused_parameters=objective.leaves_parameters_unused,
-            )
-            if not resuming:
-                # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
-                trainer.validate(module, datamodule=data, verbose=False)
-            trainer.fit(module, datamodule=data, ckpt_path=None if start is None else start[0], weights_only=True)
-        except StoppedOnSignal as stopped:
-            record_stop(tracked, stop, stopped)
-            return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    weights = module.exported_weights()
-    if not lead:
-        return metrics
-    _export(conf, run_dir, module, weights, tokenizer, resolved, history, tracked)
-    if tracked is not None:
-        if best.best_model_path:
-            tracked.client.set_tag(tracked.run_id, "lmlab.best_checkpoint", best.best_model_path)
-        tracked.finish()
-    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), trainer.global_step))
-    return metrics
+class Pretraining(Stage[TrainConfig]):
+    """An objective on a backbone, trained on a corpus; exported with its loss curve."""
+
+    schema = TrainConfig
+
+    def setup(self) -> None:
+        refuse_unused_architecture(self.conf.init, "init", ("model",))
+        self.data, self.tokenizer, self._module, self.lineage = build_pretraining(self.conf)
+        self.history = MetricHistory(self.conf.trainer.log_every_n_steps)
+
+    @property
+    def module(self) -> PretrainModule:
+        return self._module
+
+    def inputs(self) -> dict[str, str]:
+        return {"data_fingerprint": self.data.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer.fingerprint}
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "lmlab.objective": self.conf.objective["name"],
+            "lmlab.n_params": str(sum(p.numel() for p in self.module.parameters())),
+            "lmlab.data_fingerprint": self.data.corpus_fingerprint,
+            "lmlab.tokenizer_fingerprint": self.tokenizer.fingerprint,
+            **self.lineage,
+        }
+
+    def run_name(self) -> str:
+        return f"{self.conf.objective['name']}-{self.run_dir.name}"
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        return "val/loss", "min"
+
+    @property
+    def find_unused_parameters(self) -> bool:
+        return self.module.objective.leaves_parameters_unused
+
+    def callbacks(self) -> list[Callback]:
+        return [self.history, token_throughput()]
+
+    def started(self, tracked: MlflowRun | None, *, resumed: bool) -> None:
+        examples = self.run_dir / "examples.txt"
+        examples.write_text(
+            describe_examples(self.module.objective, self.data.blocks("train"), self.tokenizer, self.conf.seed)
+        )
+        if tracked is not None and not resumed:
+            tracked.client.log_artifact(tracked.run_id, str(examples))
+
+    def fit(self, trainer: pl.Trainer, ckpt_path: Path | None) -> None:
+        if ckpt_path is None:
+            # Validate the untrained model first, so every curve (and every "start -> end" figure) begins at step 0.
+            trainer.validate(self.module, datamodule=self.data, verbose=False)
+        trainer.fit(self.module, datamodule=self.data, ckpt_path=ckpt_path, weights_only=True)
+
+    def export(self) -> Export:
+        metadata = {"objective": json.dumps(asdict(self.module.objective.cfg))}
+        return Export(self.module.exported_weights(), self.module.backbone.cfg, self.tokenizer, metadata)
+
+    def after_export(self, export_dir: Path, tracked: MlflowRun | None) -> dict[str, float]:
+        title = f"{self.conf.experiment}: {self.conf.objective['name']} / {self.run_dir.name}"
+        plot_loss_curve(self.history.history, export_dir / "loss_curve.png", title)
+        return {}
 
 
 def build_pretraining(
@@ -181,28 +161,3 @@ def _start_from(module: PretrainModule, start: ExportedRun, conf: TrainConfig) -
             start.objective_name,
             conf.objective["name"],
         )
-
-
-def _export(
-    conf: TrainConfig,
-    run_dir: Path,
-    module: PretrainModule,
-    weights: nn.Module,
-    tokenizer: TrainedTokenizer,
-    resolved: dict[str, Any],
-    history: MetricHistory,
-    tracked: MlflowRun | None,
-) -> Path:
-    """Weights, tokenizer, config and loss curve into run_dir/export (and the run's artifacts)."""
-    metadata = {
-        "objective": json.dumps(asdict(module.objective.cfg)),
-        "global_step": str(module.global_step),
-        "run_id": "" if tracked is None else tracked.run_id,
-    }
-    texts = {"config.yaml": OmegaConf.to_yaml(resolved)}
-    export_dir = write_export(run_dir / "export", weights, module.backbone.cfg, tokenizer, metadata, texts)
-    title = f"{conf.experiment}: {conf.objective['name']} / {run_dir.name}"
-    plot_loss_curve(history.history, export_dir / "loss_curve.png", title)
-    if tracked is not None:
-        tracked.client.log_artifacts(tracked.run_id, str(export_dir))
-    return export_dir

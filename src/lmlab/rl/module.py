@@ -39,6 +39,7 @@ from lmlab.rl.prompts import Prompt
 from lmlab.rl.rewards import Reward
 from lmlab.rl.rollout import Rollouts, TokenScores, concat, masked_mean, pack, sample, token_scores
 from lmlab.runs.config import OptimConfig
+from lmlab.runs.manual_step import manual_step
 from lmlab.runs.optim import lightning_optimizers
 
 METRICS = ("reward", "reward_std", "kl", "entropy", "completions/mean_length", "completions/eos_frac")
@@ -53,6 +54,7 @@ class RLModule(pl.LightningModule):
         self,
         policy: Backbone,
         algorithm: RLAlgorithm,
+        *,
         reward: Reward | None,
         tokenizer: TrainedTokenizer,
         optim_cfg: OptimConfig,
@@ -61,9 +63,9 @@ class RLModule(pl.LightningModule):
         seed: int,
         eval_cfg: Any,
         completions_dir: Path | None,
-        objective: str,
+        objective_name: str,
     ) -> None:
-        """`objective`: the policy's pretraining objective, which says how it reads a prompt (UL2's mode token)."""
+        """`objective_name`: the policy's pretraining objective, which says how it reads a prompt (UL2's mode token)."""
         super().__init__()
         self.automatic_optimization = False
         self.policy = policy
@@ -77,7 +79,7 @@ class RLModule(pl.LightningModule):
         self.optim_cfg, self.max_steps, self.clip, self.seed = optim_cfg, max_steps, clip, seed
         self.eval_cfg, self.completions_dir = eval_cfg, completions_dir
         self.end_id, self.pad_id = tokenizer.token_id(SEP), tokenizer.token_id(PAD)
-        self.layout, self.objective = policy.cfg.layout, objective
+        self.layout, self.objective = policy.cfg.layout, objective_name
         self.start_id = tokenizer.token_id(CLS) if self.layout == "encoder_decoder" else None
         offline = isinstance(algorithm, PreferenceAlgorithm)
         self.metric_names = PREFERENCE_METRICS if offline else METRICS + COMPETITION_METRICS
@@ -257,13 +259,14 @@ class RLModule(pl.LightningModule):
     def update(self, loss: torch.Tensor) -> None:
         """One optimiser step on `loss`'s gradient, clipped to `clip` (the caller steps the schedule); a non-finite
         loss stops the run before it reaches the weights (manual optimisation: no callback sees the loss)."""
-        check_finite(loss.detach(), self.global_step)
-        optimizer = self.optimizers()
-        optimizer.zero_grad()  # type: ignore[union-attr]
-        self.manual_backward(loss)
-        if self.clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
-        optimizer.step()  # type: ignore[union-attr]
+
+        check_finite(loss.detach(), self.global_step)  # before backward: a NaN loss never reaches a gradient
+
+        def backward() -> dict[str, torch.Tensor]:
+            self.manual_backward(loss)
+            return {"loss": loss}
+
+        manual_step(self, backward, clip=self.clip)
 
     def reward_step(self, prompts: list[Prompt]) -> None:
         assert isinstance(self.algorithm, RewardAlgorithm)

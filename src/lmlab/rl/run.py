@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from lmlab.atomic_file import check_writable_dir
-from lmlab.callbacks import ValidateOnLastStep
-from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
-from lmlab.callbacks.rng_state import RngState
 from lmlab.errors import InputError
 from lmlab.generation import GENERATIVE_LAYOUTS, model_input
 from lmlab.objectives import build_objective
@@ -32,126 +28,111 @@ from lmlab.rl.module import RLModule
 from lmlab.rl.preferences import read_pairs
 from lmlab.rl.prompts import read_prompts, split_held_out
 from lmlab.rl.rewards import Reward, RewardContext, reward_class
-from lmlab.runs.checkpoints import LAST
-from lmlab.runs.config_drift import bind_inputs, check_resume_config, start_inputs
-from lmlab.runs.console import closing_summary
+from lmlab.runs.config_drift import start_inputs
+from lmlab.runs.driver import Export, Stage, run_stage
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import ExportedRun, write_export
-from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
-from lmlab.runs.start import start_stage
+from lmlab.runs.exports import ExportedRun
 from lmlab.runs.starting_point import load_run
-from lmlab.runs.step_loader import StepLoader
-from lmlab.runs.tracked import failure_recorded, track_run
-from lmlab.runs.trainer import build_trainer, lightning_logger
-from lmlab.tracking.identity import redacted
+from lmlab.runs.step_loader import ExampleStream, StepLoader
+from lmlab.tracking.mlflow_run import MlflowRun
 
 log = logging.getLogger(__name__)
 
 
 def rl(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     """Fine-tune the policy against the reward as configured; returns the final metrics."""
-    conf = start_stage(cfg, RLConfig)
-    run_dir = Path(run_dir)
-    algo_cfg = conf.algorithm_config()
-    # Everything that can refuse the inputs runs before the run dir is written.
-    policy, lineage = load_run(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
-    _check_policy(policy, conf.policy)
-    inputs = _preference_inputs(conf, policy) if conf.preferences_used() else _reward_inputs(conf, policy)
-    ckpt_dir = run_dir / "checkpoints"
-    lead = lead_process()
-    if lead:
-        check_writable_dir(ckpt_dir, "the checkpoint directory")
-        check_writable_dir(run_dir / "export", "the export directory")
-    resume_from = resume_point(conf.ckpt_path, conf.resume, ckpt_dir)
-    resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
-    changes = check_resume_config(run_dir, resolved, conf.allow_config_change) if resume_from else {}
-    bound = start_inputs(policy.tokenizer.fingerprint, policy.weights)
-    resuming = resume_from is not None
-    changes.update(bind_inputs(run_dir, bound, resuming=resuming, allowed=conf.allow_config_change, lead=lead))
-    log.info("RL: %s, %s", algo_cfg.name, inputs.what)
-    resume_tags = record_start(run_dir, resolved, resume_from, changes) if lead else None
-    hf_tags = {k: v for k, v in lineage.items() if k.startswith("lmlab.hf_")}
-    tags = {
-        "lmlab.kind": "rl",
-        "lmlab.rl": algo_cfg.name,
-        "lmlab.reward": inputs.source,
+    return run_stage(cfg, run_dir, ReinforcementLearning)
+
+
+class ReinforcementLearning(Stage[RLConfig]):
+    """A policy trained against a reward (or on preference pairs) with a frozen reference; exported as a run of its
+    own objective, with what RL cost its language model."""
+
+    schema = RLConfig
+    clips_itself = True
+
+    def setup(self) -> None:
+        conf = self.conf
+        self.algo_cfg = conf.algorithm_config()
+        self.policy, lineage = load_run(conf.policy, conf.logger.tracking_uri, Path(conf.paths.cache_dir))
+        _check_policy(self.policy, conf.policy)
+        self.data = (
+            _preference_inputs(conf, self.policy) if conf.preferences_used() else _reward_inputs(conf, self.policy)
+        )
+        self._inputs = start_inputs(self.policy.tokenizer.fingerprint, self.policy.weights)
+        log.info("RL: %s, %s", self.algo_cfg.name, self.data.what)
+        hf_tags = {k: v for k, v in lineage.items() if k.startswith("lmlab.hf_")}
         # An hf: policy is named by its source and described by its lmlab.hf_* tags.
-        "lmlab.policy_run": policy.run_id or (conf.policy if hf_tags else str(policy.path)),
-        **hf_tags,
-        "lmlab.policy_objective": policy.objective_name,
-        "lmlab.tokenizer_fingerprint": policy.tokenizer.fingerprint,
-        **(inputs.reward.lineage() if inputs.reward is not None else {}),
-    }
-    run_name = f"{algo_cfg.name}-{inputs.source}-{run_dir.name}"
-    tracked = (
-        track_run(conf.logger, Path(conf.paths.root), run_dir, run_name, tags, resolved, resume_tags) if lead else None
-    )
-    module = RLModule(
-        policy.backbone(),
-        algorithm_class(algo_cfg.name)(algo_cfg),
-        inputs.reward,
-        policy.tokenizer,
-        conf.optim,
-        conf.trainer.max_steps,
-        conf.trainer.gradient_clip_val,
-        conf.seed,
-        conf.eval,
-        run_dir / "completions" if lead else None,
-        policy.objective_name,
-    )
-    stop = StopOnSignal(ckpt_dir / LAST)
-    best, last = checkpoint_callbacks(ckpt_dir, inputs.monitor, "max")
-    # Clipping happens in the module: Lightning clips only under automatic optimisation.
-    trainer = build_trainer(
-        replace(conf.trainer, gradient_clip_val=0.0),
-        run_dir,
-        lightning_logger(conf.logger, run_dir, tracked),
-        [best, last, ValidateOnLastStep(), stop, RngState()],
-    )
-    dataset = _Stream(inputs.train, conf.trainer.max_steps * inputs.per_step, conf.seed)
-    held_out_loader: DataLoader = DataLoader(inputs.held_out, batch_size=inputs.per_step, collate_fn=list)  # type: ignore[arg-type]
-    with failure_recorded(tracked):
-        try:
-            if resume_from is None:  # the starting point's held-out figures (step 0) and completions, to compare with
-                trainer.validate(module, dataloaders=held_out_loader, verbose=False)
-            trainer.fit(
-                module,
-                train_dataloaders=StepLoader(dataset, inputs.per_step, lambda: trainer.global_step),
-                val_dataloaders=held_out_loader,
-                ckpt_path=None if resume_from is None else resume_from[0],
-                weights_only=True,
-            )
-        except StoppedOnSignal as stopped:
-            record_stop(tracked, stop, stopped)
-            return {k: float(v) for k, v in trainer.callback_metrics.items()}
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if not lead:
-        return metrics
-    metadata = {
-        "objective": json.dumps(policy.objective),
-        "rl": algo_cfg.name,
-        "global_step": str(module.global_step),
-        "run_id": "" if tracked is None else tracked.run_id,
-        "lmlab.policy_run": tags["lmlab.policy_run"],
-    }
-    export = write_export(
-        run_dir / "export",
-        torch.nn.ModuleDict({"backbone": module.policy}),
-        policy.model_cfg,
-        policy.tokenizer,
-        metadata,
-        {"config.yaml": OmegaConf.to_yaml(resolved)},
-    )
-    lm = _lm_losses(module, policy, conf)
-    metrics.update(lm)
-    if tracked is not None:
-        for key, value in lm.items():
-            tracked.client.log_metric(tracked.run_id, key, value, step=module.global_step)
-        tracked.client.log_artifacts(tracked.run_id, str(run_dir / "completions"), "completions")
-        tracked.client.log_artifacts(tracked.run_id, str(export))
-        tracked.finish()
-    log.info("%s", closing_summary(run_dir, metrics, tracked, Path(conf.paths.root), module.global_step))
-    return metrics
+        self.policy_run = self.policy.run_id or (conf.policy if hf_tags else str(self.policy.path))
+        self.hf_tags = hf_tags
+        t = conf.trainer
+        self._module = RLModule(
+            self.policy.backbone(),
+            algorithm_class(self.algo_cfg.name)(self.algo_cfg),
+            reward=self.data.reward,
+            tokenizer=self.policy.tokenizer,
+            optim_cfg=conf.optim,
+            max_steps=t.max_steps,
+            clip=t.gradient_clip_val,
+            seed=conf.seed,
+            eval_cfg=conf.eval,
+            completions_dir=self.run_dir / "completions" if lead_process() else None,
+            objective_name=self.policy.objective_name,
+        )
+
+    @property
+    def module(self) -> RLModule:
+        return self._module
+
+    def inputs(self) -> dict[str, str]:
+        return self._inputs
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "lmlab.kind": "rl",
+            "lmlab.rl": self.algo_cfg.name,
+            "lmlab.reward": self.data.source,
+            "lmlab.policy_run": self.policy_run,
+            **self.hf_tags,
+            "lmlab.policy_objective": self.policy.objective_name,
+            "lmlab.tokenizer_fingerprint": self.policy.tokenizer.fingerprint,
+            **(self.data.reward.lineage() if self.data.reward is not None else {}),
+        }
+
+    def run_name(self) -> str:
+        return f"{self.algo_cfg.name}-{self.data.source}-{self.run_dir.name}"
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        return self.data.monitor, "max"
+
+    def fit(self, trainer: pl.Trainer, ckpt_path: Path | None) -> None:
+        per_step = self.data.per_step
+        held_out: DataLoader = DataLoader(self.data.held_out, batch_size=per_step, collate_fn=list)  # type: ignore[arg-type]
+        if ckpt_path is None:  # the starting point's held-out figures (step 0) and completions, to compare with
+            trainer.validate(self.module, dataloaders=held_out, verbose=False)
+        stream = ExampleStream(self.data.train, self.conf.trainer.max_steps * per_step, self.conf.seed)
+        trainer.fit(
+            self.module,
+            train_dataloaders=StepLoader(stream, per_step, lambda: trainer.global_step),
+            val_dataloaders=held_out,
+            ckpt_path=ckpt_path,
+            weights_only=True,
+        )
+
+    def export(self) -> Export:
+        metadata = {
+            "objective": json.dumps(self.policy.objective),
+            "rl": self.algo_cfg.name,
+            "lmlab.policy_run": self.policy_run,
+        }
+        weights = torch.nn.ModuleDict({"backbone": self.module.policy})
+        return Export(weights, self.policy.model_cfg, self.policy.tokenizer, metadata)
+
+    def after_export(self, export_dir: Path, tracked: MlflowRun | None) -> dict[str, float]:
+        if tracked is not None:
+            tracked.client.log_artifacts(tracked.run_id, str(self.run_dir / "completions"), "completions")
+        return _lm_losses(self.module, self.policy, self.conf)
 
 
 def _lm_losses(module: RLModule, policy: ExportedRun, conf: RLConfig) -> dict[str, float]:
@@ -209,21 +190,6 @@ def _preference_inputs(conf: RLConfig, policy: ExportedRun) -> _Inputs:
     train, held_out = split_held_out(pairs, conf.prompts.eval_fraction, conf.prompts.split_seed)
     what = f"{len(train)} training and {len(held_out)} held-out preference pairs from {conf.preferences}"
     return _Inputs(train, held_out, algo_cfg.pairs_per_step, None, "preferences", "val/rewards/accuracies", what)
-
-
-class _Stream(torch.utils.data.Dataset):
-    """Item i: a training item, each pass over them in a fresh order drawn from (seed, pass)."""
-
-    def __init__(self, items: list, length: int, seed: int) -> None:
-        self.items, self.length, self.seed = items, length, seed
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> object:
-        n = len(self.items)
-        order = np.random.default_rng([self.seed, index // n]).permutation(n)
-        return self.items[int(order[index % n])]
 
 
 def _check_policy(policy: ExportedRun, source: str) -> None:

@@ -69,6 +69,11 @@ def checkpoint_step(path: Path) -> int:
     return int(state["global_step"])
 
 
+def load_checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The module weights a checkpoint holds (its `state_dict`), read without running code."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
 def latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
     """The newest complete checkpoint in `ckpt_dir` and its step (`last.ckpt` wins a tie), or None when the
     directory holds no checkpoint at all."""

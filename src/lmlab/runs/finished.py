@@ -19,16 +19,27 @@ FINISHED_FILE = "finished.json"
 def finished_metrics(run_dir: Path, resolved: dict[str, Any], inputs: dict[str, str]) -> dict[str, float] | None:
     """The final metrics of the job in `run_dir` when it finished with the config `resolved` on `inputs`; else
     None."""
+    record = _record(run_dir)
+    if record is None or record.get("config") != _identity(resolved) or record.get("inputs") != inputs:
+        return None
+    return {k: float(v) for k, v in record["metrics"].items()}
+
+
+def finished_on_other_inputs(run_dir: Path, resolved: dict[str, Any], inputs: dict[str, str]) -> bool:
+    """Whether the job in `run_dir` finished with the config `resolved` but on other inputs (an edited data file):
+    the same command is then a new job on the new data, not a continuation of the finished one."""
+    record = _record(run_dir)
+    return record is not None and record.get("config") == _identity(resolved) and record.get("inputs") != inputs
+
+
+def _record(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / FINISHED_FILE
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
+        return dict(json.loads(path.read_text()))
     except ValueError:
         return None  # a record that cannot be read proves nothing: the job runs again
-    if record.get("config") != _identity(resolved) or record.get("inputs") != inputs:
-        return None
-    return {k: float(v) for k, v in record["metrics"].items()}
 
 
 def record_finished(run_dir: Path, resolved: dict[str, Any], inputs: dict[str, str], metrics: dict[str, float]) -> None:

@@ -57,6 +57,9 @@ class TaskConfig:
     batch_size: int = 32
     head_dropout: float = 0.1
     main_metric: str | None = None  # the metric summary tables report; None: the family's
+    # Which fine-tuned weights are exported and scored: last (the final step's, as BERT's and RoBERTa's fine-tuning
+    # protocols report) | best (the validation checkpoint best by main_metric: selected on the split it is scored on)
+    select: str = "last"
 
     def validate(self) -> None:
         choice("task.source", self.source, SOURCES)
@@ -73,6 +76,7 @@ class TaskConfig:
             raise InputError("task.source=hub needs task.hub_path (a dataset name or a save_to_disk directory)")
         if self.max_train_examples is not None:
             at_least("task.max_train_examples", self.max_train_examples, 1)
+        choice("task.select", self.select, ("last", "best"))
         at_least("task.max_length", self.max_length, 4)
         at_least("task.batch_size", self.batch_size, 1)
         if not 0 <= self.head_dropout < 1:
