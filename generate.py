@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from lmlab.config_schema import parse
 from lmlab.generation import GenerateConfig, LoadedRun, complete
+from lmlab.objectives import objective_traits
 from lmlab.runs.entry import run_job
 from lmlab.runs.hydra_guard import guard_compositions
 from lmlab.runs.starting_point import load_run
@@ -22,7 +23,9 @@ guard_compositions("generate", GenerateConfig)
 def generate(cfg: DictConfig, _: Path) -> None:
     c = parse(cfg, GenerateConfig)
     exported, _ = load_run(c.run, c.tracking_uri, Path(c.cache_dir))
-    run = LoadedRun(exported.backbone().eval(), exported.tokenizer.tokenizer, exported.objective_name)
+    run = LoadedRun(
+        exported.backbone().eval(), exported.tokenizer.tokenizer, objective_traits(exported.objective_name).mode_token
+    )
     print(c.prompt + " " + complete(run, c.prompt, c.generation, c.seed))
 
 

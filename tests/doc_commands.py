@@ -1,5 +1,6 @@
-"""The shell commands the documentation gives: README.md's ```bash blocks and experiments/README.md's indented
-blocks, one command per line (a trailing `\\` continues it), comment lines and trailing comments removed."""
+"""The shell commands the documentation gives: README.md's and docs/*.md's ```bash blocks and
+experiments/README.md's indented blocks, one command per line (a trailing `\\` continues it), comment lines and
+trailing comments removed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,24 @@ from pathlib import Path
 
 from .conftest import ROOT
 
-DOCUMENTS = (ROOT / "README.md", ROOT / "experiments" / "README.md")
+# The project's documents in reading order (their commands run in this order, in one toy project): the README,
+# then the reference it links to. tests/test_documented_commands.py checks that every docs/*.md is listed.
+PROJECT_DOCUMENTS = tuple(
+    ROOT / name
+    for name in (
+        "README.md",
+        "docs/stages.md",
+        "docs/huggingface.md",
+        "docs/studies.md",
+        "docs/configs.md",
+        "docs/data-and-caches.md",
+        "docs/failures.md",
+        "docs/cluster-and-resume.md",
+        "docs/design.md",
+    )
+)
+EXPERIMENTS_README = ROOT / "experiments" / "README.md"
+DOCUMENTS = (*PROJECT_DOCUMENTS, EXPERIMENTS_README)
 
 
 @dataclass(frozen=True)
@@ -24,7 +42,9 @@ class DocCommand:
 
 
 def command_blocks(path: Path) -> list[list[DocCommand]]:
-    """The code blocks of a Markdown file, each as its commands in order."""
+    """The ```bash blocks of a Markdown file (and, in experiments/README.md, its indented blocks), each as its
+    commands in order. Elsewhere an indented block is output shown, not commands."""
+    commands_indented = path == EXPERIMENTS_README
     blocks: list[list[DocCommand]] = []
     lines = path.read_text().splitlines()
     fenced = False
@@ -35,7 +55,8 @@ def command_blocks(path: Path) -> list[list[DocCommand]]:
             fenced = not fenced and line.strip() == "```bash"
             block = [] if fenced else _close(blocks, block, path)
             continue
-        indented = not fenced and line.startswith("    ") and (block is not None or previous_blank)
+        indented = commands_indented and not fenced and line.startswith("    ")
+        indented = indented and (block is not None or previous_blank)
         if fenced or indented:
             block = [] if block is None else block
             block.append((number, line))

@@ -21,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lmlab.errors import InputError
 
 from .conftest import CONF, ROOT, compose_checked, entry_points
-from .doc_commands import documented_blocks
+from .doc_commands import PROJECT_DOCUMENTS, documented_blocks
 
 ENTRY_POINT_SCRIPTS = (
     *("train.py", "finetune.py", "evaluate.py", "generate.py", "study.py", "metalearn.py", "rl.py", "export.py"),
@@ -93,6 +93,28 @@ def stand_in_files(tmp_path_factory) -> Path:
 
 
 COMMANDS = documented_commands()
+
+
+def test_every_reference_document_is_read_by_the_documentation_tests():
+    listed = {path.relative_to(ROOT).as_posix() for path in PROJECT_DOCUMENTS}
+    present = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    assert present <= listed, f"add {sorted(present - listed)} to tests/doc_commands.py PROJECT_DOCUMENTS"
+
+
+def test_the_readme_is_a_front_door():
+    """At most 200 lines; the purpose, the two commands and the study workflow on its first screen (60 lines)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    first_screen = "\n".join(lines[:60])
+    for needed in (
+        "make train",
+        "make test-all",
+        "What it is for",
+        "python train.py",
+        "python finetune.py",
+        "python study.py",
+    ):
+        assert needed in first_screen, needed
 
 
 def test_the_documentation_has_commands_for_every_entry_point():

@@ -1,5 +1,5 @@
-"""README.md's command blocks run as written, in document order, at toy size, in a toy project of their own
-(tests/doc_harness.py says how)."""
+"""README.md's and docs/*.md's command blocks run as written, in reading order, at toy size, in a toy project of
+their own (tests/doc_harness.py says how)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
-from .doc_commands import command_blocks
+from .doc_commands import PROJECT_DOCUMENTS, command_blocks
 from .doc_harness import run_block, toy_project
 
 pytestmark = pytest.mark.slow
 
-BLOCKS = command_blocks(ROOT / "README.md")
+BLOCKS = [block for path in PROJECT_DOCUMENTS for block in command_blocks(path)]
 
 
 @pytest.fixture(scope="module")

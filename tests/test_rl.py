@@ -347,7 +347,7 @@ def test_the_reference_never_changes_and_kl_starts_at_zero(project, policy_expor
         seed=0,
         eval_cfg=conf.eval,
         completions_dir=None,
-        objective_name="clm",
+        mode_token=None,
     )
     module.eval()  # as training_step and validation see the policy (no dropout)
     prompts = read_prompts(PromptConfig())[:2]

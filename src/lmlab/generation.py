@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from lmlab.data.tokenizer import CLS, S2S, SEP, special_tokens_read
+from lmlab.data.tokenizer import CLS, SEP, special_tokens_read
 from lmlab.errors import InputError
 from lmlab.models import Backbone
 
@@ -58,7 +58,7 @@ class GenerateConfig:
 class LoadedRun:
     backbone: Backbone
     tokenizer: Tokenizer
-    objective: str
+    mode_token: str | None  # what an encoder-decoder reads before a prompt (its objective's `mode_token`)
 
 
 @torch.no_grad()
@@ -193,13 +193,13 @@ def _beam_search(step: Stepper, prompt: torch.Tensor, cfg: GenerationConfig, sto
     return max(finished, key=lambda item: item[0])[1][None]
 
 
-def model_input(ids: list[int], tok: Tokenizer, layout: str, objective: str) -> list[int]:
+def model_input(ids: list[int], tok: Tokenizer, layout: str, mode_token: str | None) -> list[int]:
     """What a model reads for a prompt's tokens: decoders and prefix-LMs continue them as they are; an
-    encoder-decoder encodes them closed by [SEP] (after UL2's [S2S] mode token for ul2 runs) and writes its output
-    from the decoder's start token, [CLS]."""
+    encoder-decoder encodes them closed by [SEP] (after its objective's mode token, UL2's [S2S]) and writes its
+    output from the decoder's start token, [CLS]."""
     if layout != "encoder_decoder":
         return ids
-    mode = [tok.token_to_id(S2S)] if objective == "ul2" else []
+    mode = [tok.token_to_id(mode_token)] if mode_token is not None else []
     return cast(list[int], [*mode, *ids, tok.token_to_id(SEP)])
 
 
@@ -215,7 +215,7 @@ def complete(run: LoadedRun, prompt: str, cfg: GenerationConfig, seed: int = 0) 
     stop_id = tok.token_to_id(SEP) if cfg.stop_at_sep else None
     generator = torch.Generator().manual_seed(seed)
     if run.backbone.cfg.layout == "encoder_decoder":
-        source = model_input(ids, tok, run.backbone.cfg.layout, run.objective)
+        source = model_input(ids, tok, run.backbone.cfg.layout, run.mode_token)
         out = generate(run.backbone, torch.tensor([source]), cfg, stop_id, generator, start_id=tok.token_to_id(CLS))
         new = out[0, 1:].tolist()
         # Keep sentinels visible: they say which gap a span fills.

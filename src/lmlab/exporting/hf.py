@@ -15,11 +15,14 @@ from lmlab.data.cache import PublishedMeanwhile, atomic_directory
 from lmlab.data.tokenizer import CLS, PAD, SEP
 from lmlab.errors import InputError
 from lmlab.exporting.card import model_card
+from lmlab.generation import GENERATIVE_LAYOUTS
 from lmlab.hf.architectures import mapping_for
 from lmlab.hf.heads import HEADS, head_kind, head_rules
 from lmlab.hf.mapping import Mapping
 from lmlab.hf.tokenizer import hf_tokenizer
+from lmlab.objectives import objective_traits
 from lmlab.runs.exports import ExportedRun, strip_prefix
+from lmlab.tasks import family_class
 
 # transformers' pipeline task of each head (what the model card and the MLflow registry declare).
 PIPELINE_TASKS = {
@@ -60,9 +63,9 @@ def _labels(run: ExportedRun) -> list[str]:
     return json.loads(path.read_text())
 
 
-def _template(kind: str, layout: str, objective: str) -> str | None:
+def _template(kind: str, layout: str, mode_token: str | None) -> str | None:
     if layout == "encoder_decoder":
-        return "source_ul2" if objective == "ul2" else "source"
+        return "source_ul2" if mode_token is not None else "source"
     if layout == "decoder" and kind == "causal_lm":
         return None
     return "pair"
@@ -113,13 +116,15 @@ def export_hf(run: ExportedRun, out: Path, card_facts: dict[str, Any]) -> HFExpo
     cfg = run.model_cfg
     mapping = mapping_for(cfg)
     family = task_family(run)
-    kind = head_kind(cfg.layout, run.objective_name, family)
+    task_head = None if family is None else family_class(family).hf_head
+    traits = objective_traits(run.objective_name)
+    kind = head_kind(cfg.layout, encoder_head=traits.hf_head, task_head=task_head)
     if mapping.model_type == "t5" and kind not in ("seq2seq_lm", "base"):
         raise InputError(
             f"a {family} fine-tune of an encoder-decoder has no Hugging Face T5 class; export its pretraining run"
         )
-    if family == "seq2seq" and cfg.layout not in ("decoder", "encoder_decoder"):
-        raise InputError(f"a seq2seq fine-tune with model.layout={cfg.layout} has no Hugging Face class")
+    if family is not None and task_head is None and cfg.layout not in GENERATIVE_LAYOUTS:
+        raise InputError(f"a {family} fine-tune with model.layout={cfg.layout} has no Hugging Face class")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"out={out} exists and is not empty; choose a new directory (nothing was written)")
 
@@ -155,7 +160,7 @@ def export_hf(run: ExportedRun, out: Path, card_facts: dict[str, Any]) -> HFExpo
     if mapping.model_type == "t5":
         model.generation_config.decoder_start_token_id = fields["decoder_start_token_id"]
 
-    template = _template(kind, cfg.layout, run.objective_name)
+    template = _template(kind, cfg.layout, traits.mode_token)
     # Token type ids only where lmlab's model reads segments (a BERT export without them has one type).
     tokenizer = hf_tokenizer(tok, template, cfg.max_positions, segments=cfg.segments > 0)
     remote = kind == "sequence_classification"

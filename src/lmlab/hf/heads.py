@@ -31,25 +31,18 @@ HEADS = {
     )
 }
 
-# The fine-tuning task families and the head each exports as.
-TASK_HEADS = {
-    "classification": "sequence_classification",
-    "token_classification": "token_classification",
-    "extractive_qa": "question_answering",
-}
 
-
-def head_kind(layout: str, objective: str, task_family: str | None) -> str:
-    """A fine-tune exports its task's head; a pretraining run its LM head when HF has one for it: a decoder's and an
-    encoder-decoder's output projection, BERT's MLM head. Other encoder objectives (ELECTRA, NSP, SOP) export
-    the encoder alone."""
-    if task_family in TASK_HEADS:
-        return TASK_HEADS[task_family]
+def head_kind(layout: str, *, encoder_head: str, task_head: str | None) -> str:
+    """A fine-tune exports its task family's head (`task_head`); otherwise a run exports its LM head when HF has one
+    for it: a decoder's and an encoder-decoder's output projection, or for an encoder its objective's `hf_head`
+    (BERT's MLM head; ELECTRA, NSP and SOP export the encoder alone: "base")."""
+    if task_head is not None:
+        return task_head
     if layout == "decoder":
         return "causal_lm"
     if layout == "encoder_decoder":
         return "seq2seq_lm"
-    return "masked_lm" if objective == "mlm" else "base"
+    return encoder_head
 
 
 def head_rules(kind: str, cfg: ModelConfig, hf_names: set[str]) -> list[Rule]:

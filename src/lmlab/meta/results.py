@@ -65,18 +65,15 @@ def newest_per_method_and_seed(runs: list[Run]) -> list[Run]:
 
 
 def training_work(run: Run) -> float | None:
-    """A text-domain run's training compute in multitask steps (one forward-backward pass over an episode's support
-    and query rows): a first-order inner loop reads the support rows once per inner step, then the query rows once.
-    MAML's second-order backward is not counted. None for algorithms whose work this does not model."""
+    """A text-domain run's training compute in multitask steps, as its algorithm counts it (`training_work`)."""
     method, inner, steps = configuration(run)
-    if method == BASELINE:
-        return 0.0
-    if method == DOMAINS_BASELINE:
-        return float(steps)
-    if method not in ("maml", "fomaml"):
-        return None
-    support, query = int(run.data.params["episodes.support_rows"]), int(run.data.params["episodes.query_rows"])
-    return steps * (inner * support + query) / (support + query)
+    params = run.data.params
+    return algorithm_class(method).training_work(
+        steps=steps,
+        inner_steps=inner,
+        support_rows=int(params.get("episodes.support_rows", 0)),
+        query_rows=int(params.get("episodes.query_rows", 0)),
+    )
 
 
 def fewshot_table(client: MlflowClient, runs: list[Run]) -> str:
@@ -140,7 +137,7 @@ def domains_table(client: MlflowClient, runs: list[Run]) -> str:
             same_work = _paired_change(losses, config_runs, baselines, _same_work)
         lrs = sorted({r.data.tags.get("lmlab.meta_test_inner_lr", "learned") for r in config_runs})
         wall = sum((r.info.end_time - r.info.start_time) / 60000 for r in config_runs) / len(config_runs)
-        inner_cell = str(inner) if method in ("maml", "fomaml", "reptile") else "—"
+        inner_cell = str(inner) if algorithm_class(method).trains_with_inner_loop else "—"
         work_cell = "—" if work is None else f"{work:.0f}"
         lines.append(
             f"| {method} | {after.n} | {before} | {after} | {same_steps} | {same_work} | {', '.join(lrs)} | "

@@ -5,27 +5,37 @@ Adding an objective is adding a module here and a YAML in conf/objective/; nothi
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 from lmlab.data.tokenizer import TrainedTokenizer
-from lmlab.errors import InputError
 from lmlab.objectives.base import Objective, ObjectiveOutput
+from lmlab.plugins import Plugins
 
-__all__ = ["Objective", "ObjectiveOutput", "available_objectives", "build_objective", "objective_class"]
+__all__ = [
+    "Objective",
+    "ObjectiveOutput",
+    "available_objectives",
+    "build_objective",
+    "objective_class",
+    "objective_traits",
+]
 
-_NOT_OBJECTIVES = {"base", "heldout", "seq2seq", "sentence_pairs"}
+_PLUGINS: Plugins[Objective] = Plugins(__name__, "OBJECTIVE", setting="objective.name", what="an objective")
 
 
 def available_objectives() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_OBJECTIVES)
+    return _PLUGINS.available()
 
 
 def objective_class(name: str) -> type[Objective]:
-    if name not in available_objectives():
-        raise InputError(f"objective.name={name!r} is not an objective; available: {available_objectives()}")
-    return importlib.import_module(f"{__name__}.{name}").OBJECTIVE
+    return _PLUGINS.get(name)
+
+
+def objective_traits(name: str) -> type[Objective]:
+    """What an exported run's objective says about reading and exporting it (`mode_token`, `hf_head`). A
+    meta-learning export of class episodes records its algorithm as its objective: it has no objective's traits but
+    the base class's."""
+    return objective_class(name) if name in available_objectives() else Objective
 
 
 def build_objective(cfg: Any, tokenizer: TrainedTokenizer) -> Objective:

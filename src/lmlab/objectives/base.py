@@ -37,6 +37,10 @@ class Objective(ABC):
     # Whether some of the head's parameters get no gradient in a step (a mixture trains one component's head per
     # batch): data-parallel training must then look for them (DDP's find_unused_parameters).
     leaves_parameters_unused: bool = False
+    # The token an encoder-decoder of this objective reads before a prompt it continues (UL2's [S2S] mode), if any.
+    mode_token: ClassVar[str | None] = None
+    # The Hugging Face head an encoder trained on it exports as: "base" (the encoder alone) unless HF has its head.
+    hf_head: ClassVar[str] = "base"
 
     def __init__(self, cfg: Any, tokenizer: TrainedTokenizer) -> None:
         self.cfg = cfg

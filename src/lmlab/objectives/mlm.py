@@ -55,6 +55,7 @@ class MLMHead(nn.Module):
 class MaskedLM(Objective):
     Config = MLMConfig
     layout = "encoder"
+    hf_head = "masked_lm"  # BERT's MLM head
 
     def __init__(self, cfg: MLMConfig, tokenizer: TrainedTokenizer) -> None:
         super().__init__(cfg, tokenizer)

@@ -58,6 +58,7 @@ class UL2Config:
 
 class UL2(Seq2SeqObjective):
     Config = UL2Config
+    mode_token = S2S  # generating is its sequence-to-sequence mode
 
     def __init__(self, cfg: UL2Config, tokenizer: TrainedTokenizer) -> None:
         super().__init__(cfg, tokenizer)

@@ -63,9 +63,9 @@ class RLModule(pl.LightningModule):
         seed: int,
         eval_cfg: Any,
         completions_dir: Path | None,
-        objective_name: str,
+        mode_token: str | None,
     ) -> None:
-        """`objective_name`: the policy's pretraining objective, which says how it reads a prompt (UL2's mode token)."""
+        """`mode_token`: what the policy reads before a prompt (its pretraining objective's; UL2's [S2S])."""
         super().__init__()
         self.automatic_optimization = False
         self.policy = policy
@@ -79,7 +79,7 @@ class RLModule(pl.LightningModule):
         self.optim_cfg, self.max_steps, self.clip, self.seed = optim_cfg, max_steps, clip, seed
         self.eval_cfg, self.completions_dir = eval_cfg, completions_dir
         self.end_id, self.pad_id = tokenizer.token_id(SEP), tokenizer.token_id(PAD)
-        self.layout, self.objective = policy.cfg.layout, objective_name
+        self.layout, self.mode_token = policy.cfg.layout, mode_token
         self.start_id = tokenizer.token_id(CLS) if self.layout == "encoder_decoder" else None
         offline = isinstance(algorithm, PreferenceAlgorithm)
         self.metric_names = PREFERENCE_METRICS if offline else METRICS + COMPETITION_METRICS
@@ -121,7 +121,7 @@ class RLModule(pl.LightningModule):
         """The token ids the policy reads for each prompt (see `lmlab.generation.model_input`)."""
         tok = self.tokenizer.tokenizer
         return [
-            model_input(e.ids, tok, self.layout, self.objective)
+            model_input(e.ids, tok, self.layout, self.mode_token)
             for e in tok.encode_batch(prompts, add_special_tokens=False)
         ]
 

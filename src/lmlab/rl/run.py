@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from lmlab.errors import InputError
 from lmlab.generation import GENERATIVE_LAYOUTS, model_input
-from lmlab.objectives import build_objective
+from lmlab.objectives import build_objective, objective_traits
 from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.rl.algorithms import algorithm_class
 from lmlab.rl.config import RLConfig
@@ -77,7 +77,7 @@ class ReinforcementLearning(Stage[RLConfig]):
             seed=conf.seed,
             eval_cfg=conf.eval,
             completions_dir=self.run_dir / "completions" if lead_process() else None,
-            objective_name=self.policy.objective_name,
+            mode_token=objective_traits(self.policy.objective_name).mode_token,
         )
 
     @property
@@ -219,15 +219,13 @@ def _check_lengths(rows: list[tuple[str, str]], policy: ExportedRun, extra: int,
     "rl.max_new_tokens=N" or "the end token") fits the policy's positions: one sequence for a decoder or prefix-LM;
     for an encoder-decoder, the prompt (as its encoder reads it) and the start token + completion apart."""
     tok, limit, layout = policy.tokenizer.tokenizer, policy.model_cfg.max_positions, policy.model_cfg.layout
+    mode = objective_traits(policy.objective_name).mode_token
     prompts = tok.encode_batch([p for p, _ in rows], add_special_tokens=False)
     completions = tok.encode_batch([c for _, c in rows], add_special_tokens=False)
     empty = [text for (text, _), e in zip(rows, prompts, strict=True) if not e.ids]
     if empty:
         raise InputError(f"{len(empty)} prompt(s) are empty after tokenization, e.g. {empty[0]!r}")
-    source = {
-        text: len(model_input(e.ids, tok, layout, policy.objective_name))
-        for (text, _), e in zip(rows, prompts, strict=True)
-    }
+    source = {text: len(model_input(e.ids, tok, layout, mode)) for (text, _), e in zip(rows, prompts, strict=True)}
     written = {text: len(c.ids) + extra for (text, _), c in zip(rows, completions, strict=True)}
     if layout == "encoder_decoder":
         longest = max(source, key=lambda text: source[text])

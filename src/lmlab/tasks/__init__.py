@@ -6,22 +6,17 @@ Adding a family is adding a module here and its YAMLs in conf/task/; nothing els
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from lmlab.errors import InputError
+from lmlab.plugins import Plugins
 from lmlab.tasks.base import TaskConfig, TaskFamily, TaskOutput
 
 __all__ = ["TaskConfig", "TaskFamily", "TaskOutput", "available_families", "family_class"]
 
-_NOT_FAMILIES = {"base", "entities", "examples", "readers", "sources", "squad_metric", "text_metrics"}
+_PLUGINS: Plugins[TaskFamily] = Plugins(__name__, "FAMILY", setting="task.family", what="a task family")
 
 
 def available_families() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_FAMILIES)
+    return _PLUGINS.available()
 
 
 def family_class(name: str) -> type[TaskFamily]:
-    if name not in available_families():
-        raise InputError(f"task.family={name!r} is not a task family; available: {available_families()}")
-    return importlib.import_module(f"{__name__}.{name}").FAMILY
+    return _PLUGINS.get(name)

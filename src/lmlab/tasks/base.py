@@ -96,6 +96,9 @@ class TaskFamily(ABC):
     Config: ClassVar[type[TaskConfig]]
     # The metric a summary table reports (a key of `metrics()`).
     main_metric: ClassVar[str]
+    # The Hugging Face head a fine-tune of this family exports as; None: the backbone's own language-model head (a
+    # family that writes text), which needs a layout that writes text.
+    hf_head: ClassVar[str | None] = None
 
     @classmethod
     def parse_config(cls, cfg: Any) -> Any:

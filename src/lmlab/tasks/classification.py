@@ -61,6 +61,7 @@ class ClassificationHead(nn.Module):
 class Classification(TaskFamily):
     Config = ClassificationConfig
     main_metric = "acc"
+    hf_head = "sequence_classification"
 
     @staticmethod
     def from_synthetic(cfg: ClassificationConfig, documents: list[Document]) -> list[TextExample]:

@@ -59,6 +59,7 @@ class ExtractiveQAConfig(TaskConfig):
 class ExtractiveQA(TaskFamily):
     Config = ExtractiveQAConfig
     main_metric = "f1"
+    hf_head = "question_answering"
 
     @staticmethod
     def from_synthetic(cfg: ExtractiveQAConfig, documents: list[Document]) -> list[QAExample]:

@@ -42,6 +42,7 @@ class TokenClassificationConfig(TaskConfig):
 class TokenClassification(TaskFamily):
     Config = TokenClassificationConfig
     main_metric = "f1"
+    hf_head = "token_classification"
 
     @staticmethod
     def from_synthetic(cfg: TokenClassificationConfig, documents: list[Document]) -> list[TaggedExample]:

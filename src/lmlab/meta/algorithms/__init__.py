@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from lmlab.errors import InputError
 from lmlab.meta.algorithms.base import MetaAlgorithm
+from lmlab.plugins import Plugins
 
-_NOT_ALGORITHMS = {"base"}
+_PLUGINS: Plugins[MetaAlgorithm] = Plugins(__name__, "ALGORITHM", setting="meta.name", what="a meta-learning algorithm")
 
 
 def available_algorithms() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_ALGORITHMS)
+    return _PLUGINS.available()
 
 
 def algorithm_class(name: str) -> type[MetaAlgorithm]:
-    if name not in available_algorithms():
-        raise InputError(f"meta.name={name!r} is not a meta-learning algorithm; available: {available_algorithms()}")
-    return importlib.import_module(f"{__name__}.{name}").ALGORITHM
+    return _PLUGINS.get(name)

@@ -64,6 +64,14 @@ class MetaAlgorithm(nn.Module, ABC):
     adapts_by_gradient: ClassVar[bool] = True
     # The episode kinds (learners) the method works with.
     kinds: ClassVar[tuple[str, ...]] = ("classes", "domains")
+    # Whether meta-training runs an inner loop of meta.inner_steps per episode (MAML, FOMAML, Reptile).
+    trains_with_inner_loop: ClassVar[bool] = False
+
+    @classmethod
+    def training_work(cls, *, steps: int, inner_steps: int, support_rows: int, query_rows: int) -> float | None:
+        """A text-domain run's training compute in multitask steps (one forward-backward pass over an episode's
+        support and query rows); None where this model of the work does not fit the method."""
+        return None
 
     def __init__(self, cfg: Any, backbone: Backbone, train_classes: list[str], kind: str = "classes") -> None:
         super().__init__()

@@ -20,6 +20,10 @@ class Finetune(MetaAlgorithm):
     Config = FinetuneConfig
     meta_trains = False
 
+    @classmethod
+    def training_work(cls, *, steps: int, inner_steps: int, support_rows: int, query_rows: int) -> float | None:
+        return 0.0
+
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError("meta=finetune does no meta-training")
 

@@ -30,6 +30,13 @@ class MAMLConfig(AlgorithmConfig):
 
 class MAML(MetaAlgorithm):
     Config = MAMLConfig
+    trains_with_inner_loop = True
+
+    @classmethod
+    def training_work(cls, *, steps: int, inner_steps: int, support_rows: int, query_rows: int) -> float | None:
+        """A first-order inner loop reads the support rows once per inner step, then the query rows once; MAML's
+        second-order backward is not counted."""
+        return steps * (inner_steps * support_rows + query_rows) / (support_rows + query_rows)
 
     def __init__(self, cfg: MAMLConfig, backbone: Backbone, train_classes: list[str], kind: str = "classes") -> None:
         super().__init__(cfg, backbone, train_classes, kind)

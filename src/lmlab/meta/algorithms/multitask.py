@@ -25,6 +25,10 @@ class MultitaskConfig(AlgorithmConfig):
 class Multitask(MetaAlgorithm):
     Config = MultitaskConfig
 
+    @classmethod
+    def training_work(cls, *, steps: int, inner_steps: int, support_rows: int, query_rows: int) -> float | None:
+        return float(steps)  # the unit: one multitask step
+
     def __init__(
         self, cfg: MultitaskConfig, backbone: Backbone, train_classes: list[str], kind: str = "classes"
     ) -> None:

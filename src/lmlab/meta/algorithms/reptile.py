@@ -30,6 +30,7 @@ class ReptileConfig(AlgorithmConfig):
 
 class Reptile(MetaAlgorithm):
     Config = ReptileConfig
+    trains_with_inner_loop = True
 
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError("Reptile's meta-gradient is not the gradient of a loss; see meta_gradients")

@@ -3,10 +3,7 @@ advantages; preference algorithms learn from pairs, from a file or judged online
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from lmlab.errors import InputError
+from lmlab.plugins import Plugins
 from lmlab.rl.algorithms.base import (
     OnlinePreferenceAlgorithm,
     PreferenceAlgorithm,
@@ -27,14 +24,12 @@ __all__ = [
     "available_algorithms",
 ]
 
-_NOT_ALGORITHMS = {"base"}
+_PLUGINS: Plugins[RLAlgorithm] = Plugins(__name__, "ALGORITHM", setting="rl.name", what="an RL algorithm")
 
 
 def available_algorithms() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_ALGORITHMS)
+    return _PLUGINS.available()
 
 
 def algorithm_class(name: str) -> type[RLAlgorithm]:
-    if name not in available_algorithms():
-        raise InputError(f"rl.name={name!r} is not an RL algorithm; available: {available_algorithms()}")
-    return importlib.import_module(f"{__name__}.{name}").ALGORITHM
+    return _PLUGINS.get(name)

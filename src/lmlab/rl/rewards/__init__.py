@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-from lmlab.errors import InputError
+from lmlab.plugins import Plugins
 from lmlab.rl.rewards.base import Reward, RewardContext
 
 __all__ = ["Reward", "RewardContext", "available_rewards", "reward_class"]
 
-_NOT_REWARDS = {"base"}
+_PLUGINS: Plugins[Reward] = Plugins(__name__, "REWARD", setting="reward.name", what="a reward")
 
 
 def available_rewards() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_REWARDS)
+    return _PLUGINS.available()
 
 
 def reward_class(name: str) -> type[Reward]:
-    if name not in available_rewards():
-        raise InputError(f"reward.name={name!r} is not a reward; available: {available_rewards()}")
-    return importlib.import_module(f"{__name__}.{name}").REWARD
+    return _PLUGINS.get(name)
