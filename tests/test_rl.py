@@ -644,3 +644,64 @@ def test_self_play_meets_the_reference_and_its_newest_snapshots_and_resumes_exac
         assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5, abs=1e-7)
     with pytest.raises(InputError, match="rl.pool_every must be >= 1"):
         algorithm("selfplay", pool_every=0)
+
+
+# --- a kind added as one module: RAFT (src/lmlab/rl/algorithms/raft.py, conf/rl/raft.yaml) ------------------------
+
+
+def test_raft_learns_from_each_groups_best_completion(project, policy_export, monkeypatch):
+    """The step's loss is the NLL of the best-rewarded completion of every group whose rewards differ: with a reward
+    that prefers one completion per group, the policy's log-probability of exactly those rises."""
+    from lmlab.rl.algorithms.raft import RAFT
+
+    honest = RAFT.step
+    seen: list[float] = []
+
+    def watched(self, module, prompts):
+        honest(self, module, prompts)
+        seen.append(float(module.trainer.callback_metrics["train/kept_frac"]))
+
+    monkeypatch.setattr(RAFT, "step", watched)
+    metrics = rl(compose_rl(policy_export, "rl=raft", "rl.group=3", "reward=length"), project / "run")
+    client, [run] = _runs(project)
+    assert run.info.status == "FINISHED" and run.data.tags["lmlab.rl"] == "raft"
+    assert len(seen) == 4 and all(0.0 <= k <= 1.0 for k in seen) and max(seen) > 0
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss")) == [0, 1, 2, 3]
+    assert math.isfinite(metrics["lm/loss"]) and "val/reward" in metrics
+
+
+def test_raft_refuses_a_group_it_cannot_rank():
+    with pytest.raises(InputError, match="rl=raft keeps the best of a prompt's group: rl.group must be >= 2, got 1"):
+        algorithm("raft", group=1)
+
+
+def test_raft_step_is_the_nll_of_the_best_completion(tokenizer):
+    """On fixed rollouts: the rows kept are each group's argmax where the group's rewards differ."""
+    from types import SimpleNamespace
+
+    from lmlab.rl.algorithms.raft import RAFT
+    from lmlab.rl.rollout import token_scores
+
+    policy, out = sample_rollouts(tokenizer, "decoder")
+    prompts = read_prompts(PromptConfig())[:3]
+    rewards = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.5], [0.0, 0.0, 2.0]])  # winners: rows 1 and 8; a tie
+    logged: dict = {}
+    updates: list[torch.Tensor] = []
+    module = SimpleNamespace(
+        seed=0,
+        global_step=0,
+        device=torch.device("cpu"),
+        policy=policy,
+        reference=policy,
+        rollouts=lambda *args: (out, rewards, []),
+        update=updates.append,
+        lr_schedulers=lambda: SimpleNamespace(step=lambda: None),
+        measured=lambda *args: {},
+        log_dict=lambda metrics, **kw: logged.update(metrics),
+    )
+    RAFT(algorithm("raft", group=3).cfg).step(module, prompts)  # type: ignore[arg-type]
+    scores = token_scores(policy, out)
+    mask = out.targets[[1, 8]]
+    expected = -(scores.logprobs[[1, 8]] * mask).sum() / mask.sum()
+    assert float(updates[0]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(logged["train/kept_frac"]) == pytest.approx(2 / 3)

@@ -26,25 +26,18 @@ from lmlab.data.tokenizer import CLS, PAD, SEP, TrainedTokenizer
 from lmlab.generation import model_input
 from lmlab.models import Backbone
 from lmlab.rl.algorithms import (
-    OnlinePreferenceAlgorithm,
-    PreferenceAlgorithm,
-    RewardAlgorithm,
     RLAlgorithm,
-    SelfPlayAlgorithm,
 )
 from lmlab.rl.competition import elo_ratings, judge
-from lmlab.rl.kl import adapted_kl_coef, kl_per_token
+from lmlab.rl.kl import kl_per_token
 from lmlab.rl.preferences import PreferencePair
 from lmlab.rl.prompts import Prompt
 from lmlab.rl.rewards import Reward
-from lmlab.rl.rollout import Rollouts, TokenScores, concat, masked_mean, pack, sample, token_scores
+from lmlab.rl.rollout import Rollouts, TokenScores, masked_mean, pack, sample, token_scores
 from lmlab.runs.config import OptimConfig
 from lmlab.runs.manual_step import manual_step
 from lmlab.runs.optim import lightning_optimizers
 
-METRICS = ("reward", "reward_std", "kl", "entropy", "completions/mean_length", "completions/eos_frac")
-PREFERENCE_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
-COMPETITION_METRICS = ("win_rate",)
 KL_METRIC = "k3"  # the reported KL (an unbiased, never-negative per-token estimate), whatever the penalty uses
 ELO_FILE = "elo.json"
 
@@ -71,8 +64,7 @@ class RLModule(pl.LightningModule):
         self.policy = policy
         self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
         # Self-play: the opponent's weights are loaded from the pool of snapshots (step -> state dict, checkpointed).
-        self_play = isinstance(algorithm, SelfPlayAlgorithm)
-        self.opponent = copy.deepcopy(self.reference) if self_play else None
+        self.opponent = copy.deepcopy(self.reference) if algorithm.plays_opponents else None
         self.pool: dict[int, dict[str, torch.Tensor]] = {}
         self.opponent_step: int | None = None
         self.algorithm, self.reward, self.tokenizer = algorithm, reward, tokenizer
@@ -81,15 +73,14 @@ class RLModule(pl.LightningModule):
         self.end_id, self.pad_id = tokenizer.token_id(SEP), tokenizer.token_id(PAD)
         self.layout, self.mode_token = policy.cfg.layout, mode_token
         self.start_id = tokenizer.token_id(CLS) if self.layout == "encoder_decoder" else None
-        offline = isinstance(algorithm, PreferenceAlgorithm)
-        self.metric_names = PREFERENCE_METRICS if offline else METRICS + COMPETITION_METRICS
+        self.metric_names = algorithm.validation_metrics
         self.val_metrics = torch.nn.ModuleDict({name.replace("/", "__"): MeanMetric() for name in self.metric_names})
         self.val_rows: list[dict] = []
         self.val_scores: list[torch.Tensor] = []  # this evaluation's held-out rewards, in match order
         self.reference_scores: dict[int, torch.Tensor] = {}  # the reference's, per held-out batch (fixed draws)
         self.evaluations: dict[int, torch.Tensor] = {}  # step -> that checkpoint's held-out rewards (checkpointed)
         # The KL penalty's weight, which rl.kl_target moves (checkpointed); online DPO's beta plays its part there.
-        self.kl_coef = float(algorithm.cfg.kl_coef) if isinstance(algorithm, RewardAlgorithm) else 0.0
+        self.kl_coef = algorithm.initial_kl_coef()
 
     def train(self, mode: bool = True) -> RLModule:
         super().train(mode)
@@ -168,80 +159,7 @@ class RLModule(pl.LightningModule):
 
     def training_step(self, batch: list, batch_idx: int) -> None:
         self.policy.eval()  # sampling and scoring see the policy the loss differentiates (no dropout noise)
-        if isinstance(self.algorithm, PreferenceAlgorithm):
-            self.preference_step(batch)
-        elif isinstance(self.algorithm, SelfPlayAlgorithm):
-            self.self_play_step(batch)
-        elif isinstance(self.algorithm, OnlinePreferenceAlgorithm):
-            self.online_preference_step(batch)
-        else:
-            self.reward_step(batch)
-
-    def preference_step(self, pairs: list[PreferencePair]) -> None:
-        assert isinstance(self.algorithm, PreferenceAlgorithm)
-        chosen, rejected = self.implicit_rewards(pairs)
-        loss = self.algorithm.loss(chosen, rejected)
-        self.update(loss)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
-        self.log_dict({f"train/{k}": v for k, v in self.preference_metrics(chosen, rejected, loss).items()})
-
-    def online_preference_step(self, prompts: list[Prompt]) -> None:
-        """Sample a group per prompt, let the judge pick each group's best and worst completion, one DPO step on the
-        decided pairs (a group whose rewards all tie gives none; with none, the step's gradient is zero)."""
-        assert isinstance(self.algorithm, OnlinePreferenceAlgorithm)
-        group = self.algorithm.cfg.group
-        out, rewards, _ = self.rollouts(prompts, group, [self.seed, self.global_step])
-        decided = rewards.max(1).values > rewards.min(1).values
-        rows = torch.arange(len(prompts), device=self.device) * group
-        chosen_rows, rejected_rows = (rows + rewards.argmax(1))[decided], (rows + rewards.argmin(1))[decided]
-        now, ref, pair_metrics = self.learn_from_pairs(out, chosen_rows, rejected_rows)
-        metrics = {**self.measured(out, rewards, now, ref), **pair_metrics}
-        metrics["pairs/decided_frac"] = decided.float().mean()
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
-
-    def self_play_step(self, prompts: list[Prompt]) -> None:
-        """Draw an opponent from the pool, sample `group` completions of each prompt from the policy and from it,
-        let the judge decide each match, one DPO step on the decided ones (winner over loser); then the policy
-        joins the pool every `rl.pool_every` steps."""
-        assert isinstance(self.algorithm, SelfPlayAlgorithm)
-        cfg = self.algorithm.cfg
-        opponent = self.draw_opponent()
-        mine, my_rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step])
-        theirs, their_rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step, 1], opponent)
-        outcome = judge(my_rewards, their_rewards).flatten()
-        decided, won = outcome != 0.5, outcome == 1.0
-        n = len(outcome)
-        ours, opponents = torch.arange(n, device=self.device), torch.arange(n, 2 * n, device=self.device)
-        chosen_rows = torch.where(won, ours, opponents)[decided]
-        rejected_rows = torch.where(won, opponents, ours)[decided]
-        now, ref, pair_metrics = self.learn_from_pairs(concat(mine, theirs, self.pad_id), chosen_rows, rejected_rows)
-        metrics = {**self.measured(mine, my_rewards, _rows(now, 0, n), _rows(ref, 0, n)), **pair_metrics}
-        metrics.update(
-            {"win_rate_vs_opponent": outcome.mean(), "opponent_step": torch.tensor(float(self.opponent_step or 0))}
-        )
-        metrics["pairs/decided_frac"] = decided.float().mean()
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
-        if self.global_step % cfg.pool_every == 0:
-            self.pool[self.global_step] = {k: v.detach().clone().cpu() for k, v in self.policy.state_dict().items()}
-            for old in sorted(self.pool)[: max(0, len(self.pool) - cfg.pool_size)]:
-                del self.pool[old]
-
-    def learn_from_pairs(
-        self, out: Rollouts, chosen_rows: torch.Tensor, rejected_rows: torch.Tensor
-    ) -> tuple[TokenScores, TokenScores, dict]:
-        """One DPO step on the judged pairs (rows of `out`; with none decided the gradient is zero). Returns the
-        policy's and the reference's scores of `out` and the pairs' metrics (none without a pair)."""
-        assert isinstance(self.algorithm, OnlinePreferenceAlgorithm)
-        with torch.no_grad():
-            ref = token_scores(self.reference, out)
-        now = token_scores(self.policy, out)
-        implicit = self.algorithm.cfg.beta * (now.logprobs.sum(1) - ref.logprobs.sum(1))
-        chosen, rejected = implicit[chosen_rows], implicit[rejected_rows]
-        decided = len(chosen_rows) > 0
-        loss = self.algorithm.loss(chosen, rejected) if decided else implicit.sum() * 0
-        self.update(loss)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
-        return now, ref, self.preference_metrics(chosen, rejected, loss) if decided else {}
+        self.algorithm.step(self, batch)
 
     def draw_opponent(self) -> Backbone:
         """The reference or one of the pooled snapshots, drawn uniformly from (seed, step)."""
@@ -268,61 +186,13 @@ class RLModule(pl.LightningModule):
 
         manual_step(self, backward, clip=self.clip)
 
-    def reward_step(self, prompts: list[Prompt]) -> None:
-        assert isinstance(self.algorithm, RewardAlgorithm)
-        cfg = self.algorithm.cfg
-        out, rewards, _ = self.rollouts(prompts, cfg.group, [self.seed, self.global_step])
-        mask = out.targets
-        old, ref = self.scored(out)
-        shaped = rewards
-        if cfg.kl_estimator == "k1":  # k1 has no useful gradient: it is a reward penalty (see lmlab.rl.kl)
-            penalty = (kl_per_token(old.logprobs, ref.logprobs, "k1") * mask).sum(1).view_as(rewards)
-            shaped = rewards - self.kl_coef * penalty
-        advantages = self.algorithm.advantages(shaped)
-        for _ in range(cfg.updates_per_batch):
-            now = token_scores(self.policy, out)
-            loss = self.algorithm.policy_loss(now.logprobs, old.logprobs, advantages, mask)
-            if cfg.kl_estimator == "k3":
-                loss = loss + self.kl_coef * masked_mean(kl_per_token(now.logprobs, ref.logprobs, "k3"), mask)
-            self.update(loss)
-        self.lr_schedulers().step()  # type: ignore[union-attr]
-        metrics = self.measured(out, rewards, old, ref)
-        metrics["kl_coef"] = torch.tensor(self.kl_coef)
-        if cfg.kl_target is not None:
-            self.kl_coef = adapted_kl_coef(
-                self.kl_coef, float(metrics["kl"]), cfg.kl_target, mask.shape[0], cfg.kl_horizon
-            )
-        self.log_dict({f"train/{k}": v for k, v in metrics.items()}, prog_bar=True)
-        self.log("train/loss", loss.detach())
-
     def validation_step(self, batch: list, batch_idx: int) -> None:
-        if isinstance(self.algorithm, PreferenceAlgorithm):
-            chosen, rejected = self.implicit_rewards(batch)
-            loss = self.algorithm.loss(chosen, rejected)
-            for name, value in self.preference_metrics(chosen, rejected, loss).items():
-                self._val_metric(name).update(value)
-            return
-        prompts: list[Prompt] = batch
-        seed = [self.eval_cfg.seed, batch_idx]
-        out, rewards, texts = self.rollouts(prompts, self.eval_cfg.samples, seed)
-        if batch_idx not in self.reference_scores:  # the same draws from the reference: its side of each match
-            self.reference_scores[batch_idx] = self.rollouts(prompts, self.eval_cfg.samples, seed, self.reference)[1]
-        for name, value in self.measured(out, rewards, *self.scored(out)).items():
-            self._val_metric(name).update(value)
-        self._val_metric("win_rate").update(judge(rewards, self.reference_scores[batch_idx]))
-        self.val_scores.append(rewards.flatten())
-        samples = self.eval_cfg.samples
-        for i, prompt in enumerate(prompts):
-            if len(self.val_rows) < self.eval_cfg.table_rows:
-                completions = texts[i * samples : (i + 1) * samples]
-                self.val_rows.append(
-                    {"prompt": prompt.text, "completions": completions, "rewards": rewards[i].tolist()}
-                )
+        self.algorithm.validate(self, batch, batch_idx)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = {f"val/{name}": self._val_metric(name).compute() for name in self.metric_names}
+        metrics = {f"val/{name}": self.val_metric(name).compute() for name in self.metric_names}
         for name in self.metric_names:
-            self._val_metric(name).reset()
+            self.val_metric(name).reset()
         if self.val_scores and not self.trainer.sanity_checking:
             scores = cast(torch.Tensor, self.all_gather(torch.cat(self.val_scores))).flatten().cpu()
             self.evaluations[self.global_step] = scores
@@ -361,15 +231,11 @@ class RLModule(pl.LightningModule):
         self.pool = dict(checkpoint.get("rl_pool", {}))
         self.opponent_step = None  # the opponent module's weights come from the pool when next drawn
 
-    def _val_metric(self, name: str) -> MeanMetric:
+    def val_metric(self, name: str) -> MeanMetric:
         return cast(MeanMetric, self.val_metrics[name.replace("/", "__")])
 
     def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return lightning_optimizers(self.policy, self.optim_cfg, self.max_steps)
-
-
-def _rows(scores: TokenScores, start: int, stop: int) -> TokenScores:
-    return TokenScores(scores.logprobs[start:stop], scores.entropy[start:stop])
 
 
 def _seed(parts: list[int]) -> int:
