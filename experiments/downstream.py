@@ -1,4 +1,4 @@
-"""Summarise fine-tuning runs as an "objective -> downstream" table: mean ± std over seeds.
+"""Summarise fine-tuning runs as an "objective -> downstream" table: mean ± 95% t-interval over seeds.
 
     python experiments/downstream.py [--experiment finetune] [--tracking-uri sqlite:///.../mlflow.db] [--write NAME]
 
@@ -10,11 +10,12 @@ replaces the `results:NAME` block of experiments/README.md; otherwise it is prin
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import defaultdict
 
 from mlflow.tracking import MlflowClient
 from results import README, ROOT, markdown, write_block
+
+from lmlab.stats import mean_ci
 
 
 def summarise(client: MlflowClient, experiment: str) -> list[dict[str, str]]:
@@ -43,7 +44,6 @@ def summarise(client: MlflowClient, experiment: str) -> list[dict[str, str]]:
         groups[key].append(run.data.metrics[metric])
     rows = []
     for (task, metric, objective, run_id, n_train), values in sorted(groups.items()):
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
         rows.append(
             {
                 "task": task,
@@ -51,7 +51,8 @@ def summarise(client: MlflowClient, experiment: str) -> list[dict[str, str]]:
                 "pretrained run": run_id,
                 "train examples": "all" if n_train == "None" else n_train,
                 "seeds": str(len(values)),
-                metric: f"{statistics.mean(values):.3f} ± {spread:.3f}",
+                # lmlab's one convention for uncertainty: the mean ± its 95% Student-t half-width (lmlab.stats)
+                metric: str(mean_ci(values)),
             }
         )
     return rows

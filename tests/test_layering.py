@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lmlab"
-LEAVES = {"errors", "config_schema", "atomic_file", "stats", "child_env", "plugins"}
+LEAVES = {"errors", "config_schema", "atomic_file", "stats", "child_env", "plugins", "file_lock"}
 STAGES = {"pretraining", "finetuning", "meta", "rl"}
 ORCHESTRATORS = {"studies"}  # run stages; no stage and nothing below imports them
 # package -> the lmlab packages (first component under lmlab) it may import besides itself and the leaves

@@ -16,19 +16,25 @@ from lmlab.tasks.extractive_qa import NO_OFFSET, ExtractiveQA, ExtractiveQAConfi
 from lmlab.tasks.readers import DataFileError
 from lmlab.tasks.seq2seq import Seq2Seq, Seq2SeqConfig, read_pairs
 from lmlab.tasks.sources import load_examples
-from lmlab.tasks.squad_metric import SquadScore, exact_match, normalize_answer, token_f1
+from lmlab.tasks.squad_metric import SquadScore
 from lmlab.tasks.text_metrics import GenerationScore
 
 
-def test_squad_normalisation_exact_match_and_f1():
-    assert normalize_answer("The  Cat, sat!") == "cat sat"
-    assert normalize_answer("an apple a day") == "apple day"
-    assert exact_match("the Cat.", ["dog", "cat"]) == 1.0
-    assert exact_match("cat sat", ["cat"]) == 0.0
-    # predicted {cat, sat} vs gold {cat, sat, on, mat}: precision 1, recall 1/2 -> F1 2/3
-    assert token_f1("the cat sat", ["cat sat on mat"]) == pytest.approx(2 / 3)
-    assert token_f1("cat", ["dog", "a cat"]) == 1.0  # the best gold answer counts
-    assert token_f1("", ["cat"]) == 0.0 and token_f1("the", ["a"]) == 1.0  # both empty after normalising
+@pytest.mark.parametrize(
+    ("answer", "gold", "em", "f1"),
+    [
+        ("the Cat.", ["dog", "cat"], 1.0, 1.0),  # normalised (case, punctuation, articles); the best gold answer
+        ("cat sat", ["cat"], 0.0, 2 / 3),
+        # predicted {cat, sat} vs gold {cat, sat, on, mat}: precision 1, recall 1/2 -> F1 2/3
+        ("the cat sat", ["cat sat on mat"], 0.0, 2 / 3),
+    ],
+)
+def test_squad_exact_match_and_f1_of_a_chosen_span(answer, gold, em, f1):
+    context = f"{answer} | filler"
+    metric = SquadScore([(context, gold)])
+    metric.update(torch.tensor([0]), torch.tensor([1.0]), torch.tensor([0]), torch.tensor([len(answer)]))
+    out = metric.compute()
+    assert out["em"] == pytest.approx(em) and out["f1"] == pytest.approx(f1, abs=1e-4)
 
 
 def test_squad_score_keeps_each_questions_best_window():

@@ -1,6 +1,8 @@
-"""Means with 95% confidence intervals over seeds or episodes, and paired differences, for reports.
+"""Means with 95% confidence intervals over seeds or episodes, and paired differences, for reports: one convention
+for every table (the mean ± the half-width of its two-sided 95% Student-t interval).
 
-With a handful of seeds the interval uses Student's t (the normal 1.96 would understate it by half at n = 3)."""
+With a handful of seeds the interval uses Student's t (the normal 1.96 would understate it by half at n = 3); its
+quantiles come from scipy.stats."""
 
 from __future__ import annotations
 
@@ -9,18 +11,14 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (1..30); beyond that the normal's 1.96 is within 2%.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
 
 def t95(dof: int) -> float:
+    """The two-sided 95% quantile of Student's t with `dof` degrees of freedom."""
     if dof < 1:
         raise ValueError(f"a confidence interval needs at least 2 values (degrees of freedom {dof})")
-    return _T95[dof - 1] if dof <= len(_T95) else 1.96
+    from scipy import stats  # imported here: composing a config never needs it
+
+    return float(stats.t.ppf(0.975, dof))
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -13,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from lmlab.file_lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,8 @@ def building(final: Path) -> Iterator[None]:
     nobody waits and nothing is removed: concurrent builders each write, and `atomic_directory` keeps the first.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / f".{final.name}.lock", "a") as handle:  # closing it releases the lock
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as err:
-            log.warning("No file lock on %s (%s): a concurrent build of it is not waited for", final, err)
-        else:
+    with file_lock(final.parent / f".{final.name}.lock", required=False) as held:
+        if held is not None:
             _remove_unfinished(final)
         yield
 

@@ -8,15 +8,15 @@ drops the lock when its process dies however it dies, so a crashed owner's direc
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from lmlab.errors import InputError
+from lmlab.file_lock import LockHeld, file_lock
 
 LOCK_FILE = ".lmlab.lock"
 
@@ -29,22 +29,17 @@ class JobDirInUse(InputError):
 def job_lock(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir` for this process; JobDirInUse if another live process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with ExitStack() as held:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 512, 0).decode(errors="replace").strip() or "an unknown process"
+            fd = held.enter_context(file_lock(run_dir / LOCK_FILE, wait=False))
+        except LockHeld as other:
             raise JobDirInUse(
-                f"the job directory {run_dir} is in use by {owner}: one job directory has one live owner. Wait "
-                "for that run to end (rerunning the command then continues the job), or stop it first."
+                f"the job directory {run_dir} is in use by {other.holder or 'an unknown process'}: one job directory "
+                "has one live owner. Wait for that run to end (rerunning the command then continues the job), or "
+                "stop it first."
             ) from None
+        assert fd is not None
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+        yield

@@ -1,42 +1,14 @@
-"""SQuAD's answer scoring: exact match and token F1 after normalisation (lower case, no punctuation, no articles,
-single spaces), each the best over the gold answers; and a metric that picks each question's best-scoring span
-across its context windows before scoring it."""
+"""SQuAD's answer scoring across context windows: each question's answer is the best-scoring span over all its
+windows; exact match and token F1 of that answer against the gold answers are torchmetrics' SQuAD (SQuAD v1.1's
+normalisation and the best over the gold answers)."""
 
 from __future__ import annotations
 
-import re
-import string
-from collections import Counter
 from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match(prediction: str, gold: Sequence[str]) -> float:
-    return max(float(normalize_answer(prediction) == normalize_answer(g)) for g in gold)
-
-
-def token_f1(prediction: str, gold: Sequence[str]) -> float:
-    return max(_f1(normalize_answer(prediction).split(), normalize_answer(g).split()) for g in gold)
-
-
-def _f1(predicted: list[str], true: list[str]) -> float:
-    if not predicted or not true:
-        return float(predicted == true)
-    common = sum((Counter(predicted) & Counter(true)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted), common / len(true)
-    return 2 * precision * recall / (precision + recall)
+from torchmetrics.functional.text import squad
 
 
 class SquadScore(Metric):
@@ -70,11 +42,13 @@ class SquadScore(Metric):
             for example, score, start, end in rows:
                 if example not in best or score > best[example][0]:
                     best[example] = (score, start, end)
-        em = f1 = 0.0
+        predictions: list[dict[str, str]] = []
+        targets: list[dict[str, str | dict[str, list[str] | list[int]]]] = []
         for i, (context, gold) in enumerate(self.references):
-            if i in best:
-                predicted = context[best[i][1] : best[i][2]]
-                em += exact_match(predicted, gold)
-                f1 += token_f1(predicted, gold)
-        n = max(len(self.references), 1)
-        return {"em": torch.tensor(em / n), "f1": torch.tensor(f1 / n)}
+            answer = context[best[i][1] : best[i][2]] if i in best else ""  # unanswered: scores 0
+            predictions.append({"prediction_text": answer, "id": str(i)})
+            targets.append({"answers": {"answer_start": [0] * len(gold), "text": list(gold)}, "id": str(i)})
+        if not targets:
+            return {"em": torch.tensor(0.0), "f1": torch.tensor(0.0)}
+        scores = squad(predictions, targets)  # in percent
+        return {"em": scores["exact_match"].float() / 100, "f1": scores["f1"].float() / 100}

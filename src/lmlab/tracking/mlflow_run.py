@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import time
@@ -17,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from lmlab.atomic_file import check_writable_dir, write_text_atomic
 from lmlab.errors import InputError
+from lmlab.file_lock import file_lock
 from lmlab.tracking.buffered import PENDING_FILE, BufferedClient, backend_unavailable, outage_reason, use_quick_http
 from lmlab.tracking.identity import redact
 
@@ -183,12 +183,8 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
         return
     db = Path(tracking_uri[len("sqlite:///") :])
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(db.with_name(db.name + ".lock")):
+        yield
 
 
 def _as_uri(location: str) -> str:
