@@ -8,7 +8,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from lmlab.config_schema import parse
-from lmlab.exporting.run import ExportConfig, export
+from lmlab.publishing.run import ExportConfig, export
 from lmlab.runs.entry import run_job
 from lmlab.runs.hydra_guard import guard_compositions
 

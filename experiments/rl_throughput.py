@@ -76,7 +76,16 @@ def main() -> None:
     optimiser = build_optimizer(policy, OptimConfig())
 
     def rollout():
-        return sample(policy, prompts, args.group, args.max_new_tokens, 1.0, end, pad, generator)
+        return sample(
+            policy,
+            prompts,
+            args.group,
+            max_new_tokens=args.max_new_tokens,
+            temperature=1.0,
+            end_id=end,
+            pad_id=pad,
+            generator=generator,
+        )
 
     out = rollout()
 

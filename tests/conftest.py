@@ -55,12 +55,12 @@ def entry_points() -> dict[str, tuple[str, type]]:
     """script -> (its primary config in conf/, its schema), each schema registered as the script registers it."""
     from hydra.core.config_store import ConfigStore
 
-    from lmlab.exporting.run import ExportConfig
     from lmlab.finetuning.config import FinetuneConfig, register_finetune_configs
     from lmlab.generation import GenerateConfig
     from lmlab.meta.config import MetaConfig, register_meta_configs
     from lmlab.pretraining.config import TrainConfig
     from lmlab.pretraining.evaluate import EvaluateConfig, register_evaluate_configs
+    from lmlab.publishing.run import ExportConfig
     from lmlab.rl.config import RLConfig, register_rl_configs
     from lmlab.studies.config import StudyConfig, register_study_configs
 

@@ -23,7 +23,7 @@ from lmlab.models import Backbone, ModelConfig
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.run import pretrain
 from lmlab.runs.config import job_dirname
-from lmlab.runs.exports import WEIGHTS_FILE, resolve
+from lmlab.runs.export_dir import WEIGHTS_FILE, resolve
 from lmlab.runs.job_lock import LOCK_FILE, JobDirInUse, job_lock
 from lmlab.tasks.classification import Classification, read_classification
 from lmlab.tasks.examples import TextExample

@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 from .conftest import ROOT, TINY, run_env, sigterm_after_first_checkpoint
 
@@ -61,7 +61,7 @@ def test_two_ranks_train_a_mixture_whose_heads_take_turns(tmp_path):
 @pytest.mark.parametrize("stage", ["finetune", "metalearn", "rl"])
 def test_two_ranks_of_every_stage_make_one_mlflow_run(tmp_path, stage, tokenizer):
     """The driver opens the run on the lead process only, for every stage."""
-    from lmlab.runs.exports import write_export
+    from lmlab.runs.export_dir import write_export
 
     from .test_finetune import SMALL_DATA, SMALL_MODEL
     from .test_meta_run import TOY as META_TOY

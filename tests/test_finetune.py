@@ -142,7 +142,7 @@ def test_a_tampered_export_is_refused_with_shapes(pretrained_run, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from lmlab.runs.exports import load_export
+    from lmlab.runs.export_dir import load_export
 
     export = tmp_path / "export"
     shutil.copytree(pretrained_run / "export", export)

@@ -33,7 +33,7 @@ from lmlab.pretraining.run import pretrain
 from lmlab.rl.preferences import read_pairs as read_preferences
 from lmlab.rl.prompts import PromptConfig, read_prompts
 from lmlab.runs.checkpoints import AtomicCheckpointIO, CheckpointNotWritten
-from lmlab.runs.exports import WEIGHTS_FILE, load_export, resolve
+from lmlab.runs.export_dir import WEIGHTS_FILE, load_export, resolve
 from lmlab.runs.hydra_guard import check_hydra_node, resolve_loaded
 from lmlab.tasks.classification import Classification, read_classification
 from lmlab.tasks.seq2seq import read_pairs
@@ -481,9 +481,9 @@ def test_messages_say_what_is_really_wrong(project, tmp_path):
 
 
 def test_export_out_naming_a_file_is_refused(tmp_path, tokenizer):
-    from lmlab.exporting.run import ExportConfig, export
     from lmlab.models import Backbone, ModelConfig
-    from lmlab.runs.exports import write_export
+    from lmlab.publishing.run import ExportConfig, export
+    from lmlab.runs.export_dir import write_export
 
     backbone = Backbone(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, vocab_size=tokenizer.vocab_size))
     metadata = {"objective": json.dumps({"name": "mlm"}), "global_step": "1"}

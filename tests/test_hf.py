@@ -21,8 +21,6 @@ from lmlab.config_schema import parse
 from lmlab.data.config import DataConfig
 from lmlab.data.tokenizer import CLS, SEP, TrainedTokenizer
 from lmlab.errors import InputError, MissingInputFile
-from lmlab.exporting.hf import export_hf
-from lmlab.exporting.run import ExportConfig, export
 from lmlab.finetuning.config import register_finetune_configs
 from lmlab.finetuning.run import finetune
 from lmlab.generation import GenerationConfig, generate
@@ -40,8 +38,10 @@ from lmlab.objectives.mlm import MLMHead
 from lmlab.pretraining.config import TrainConfig
 from lmlab.pretraining.evaluate import evaluate_run
 from lmlab.pretraining.run import build_pretraining, pretrain
+from lmlab.publishing.hf import export_hf
+from lmlab.publishing.run import ExportConfig, export
 from lmlab.rl.run import rl
-from lmlab.runs.exports import load_export, write_export
+from lmlab.runs.export_dir import load_export, write_export
 from lmlab.runs.starting_point import load_run
 from lmlab.tasks.base import pooled
 from lmlab.tasks.classification import ClassificationHead

@@ -31,7 +31,7 @@ ALLOWED = {
     "runs": {"models", "data", "tracking", "callbacks", "hf"},
     # `export.py`: a run's export written as an HF model directory (and registered in MLflow).
     # It reads what the run's objective and task family say about their Hugging Face head (their own attributes).
-    "exporting": {"models", "data", "hf", "runs", "tracking", "objectives", "tasks", "generation"},
+    "publishing": {"models", "data", "hf", "runs", "tracking", "objectives", "tasks", "generation"},
     "pretraining": {"models", "data", "heads", "objectives", "runs", "tracking", "callbacks"},
     "finetuning": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},
     "meta": {"models", "data", "heads", "tasks", "runs", "tracking", "callbacks"},

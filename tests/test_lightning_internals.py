@@ -64,7 +64,16 @@ def _fit(tmp_path: Path, logger: pl.loggers.Logger, callbacks: list[pl.Callback]
 
 
 def _open(tmp_path: Path, logged_steps: dict[str, int] | None = None):
-    run = open_run(f"sqlite:///{tmp_path}/mlflow.db", "lmlab", "", tmp_path / "run", "run", {}, {}, resume=False)
+    run = open_run(
+        f"sqlite:///{tmp_path}/mlflow.db",
+        experiment="lmlab",
+        artifact_location="",
+        run_dir=tmp_path / "run",
+        run_name="run",
+        tags={},
+        params={},
+        resume=False,
+    )
     run.logged_steps.update(logged_steps or {})
     return run
 

@@ -19,7 +19,7 @@ from lmlab.meta.config import register_meta_configs
 from lmlab.meta.results import domains_table, fewshot_table
 from lmlab.meta.run import metalearn
 from lmlab.pretraining.evaluate import AdaptConfig, evaluate_run
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 from .conftest import CONF, ROOT, TINY, run_env
 

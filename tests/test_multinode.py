@@ -10,7 +10,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 from .conftest import ROOT, TINY, run_env
 

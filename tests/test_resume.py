@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from lmlab.callbacks.preemption import StopOnSignal, StoppedOnSignal
 from lmlab.pretraining.run import pretrain
 from lmlab.runs.checkpoints import checkpoint_step, latest_checkpoint
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 from .conftest import ROOT, TINY, run_env
 

@@ -29,7 +29,7 @@ from lmlab.rl.rewards import RewardContext, reward_class
 from lmlab.rl.rollout import Rollouts, sample, token_scores
 from lmlab.rl.run import rl
 from lmlab.runs.config import OptimConfig
-from lmlab.runs.exports import load_export, write_export
+from lmlab.runs.export_dir import load_export, write_export
 
 from .conftest import CONF
 
@@ -62,7 +62,17 @@ def sample_rollouts(tokenizer: TrainedTokenizer, layout: str, seed: int = 0) -> 
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
     generator = torch.Generator().manual_seed(seed)
     end, pad, start = tokenizer.token_id(SEP), tokenizer.token_id(PAD), tokenizer.token_id(CLS)
-    return backbone, sample(backbone, prompts, 3, 6, 1.0, end, pad, generator, start)
+    return backbone, sample(
+        backbone,
+        prompts,
+        3,
+        max_new_tokens=6,
+        temperature=1.0,
+        end_id=end,
+        pad_id=pad,
+        generator=generator,
+        start_id=start,
+    )
 
 
 @pytest.fixture(scope="module", params=LAYOUTS)
@@ -137,7 +147,16 @@ def test_a_completion_stops_at_the_end_token_which_it_keeps():
     favour_end = torch.zeros(vocab)
     favour_end[end] = 100.0  # the end token all but certain
     backbone.output_projection = lambda hidden: project(hidden) + favour_end  # type: ignore[method-assign]
-    out = sample(backbone, [[5, 6]], 2, 5, 1.0, end, pad, torch.Generator().manual_seed(0))
+    out = sample(
+        backbone,
+        [[5, 6]],
+        2,
+        max_new_tokens=5,
+        temperature=1.0,
+        end_id=end,
+        pad_id=pad,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.ended.all() and out.completions() == [[], []] and out.completions(drop_end=False) == [[end], [end]]
 
 

@@ -18,7 +18,7 @@ import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from lmlab.runs.exports import load_export, write_export
+from lmlab.runs.export_dir import load_export, write_export
 
 from .conftest import ROOT, TINY, run_env
 from .test_meta_run import TOY as META_TOY

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from lmlab.callbacks.nonfinite import NonFiniteLossError
 from lmlab.finetuning.run import finetune
 from lmlab.runs.checkpoints import checkpoint_step
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 from .conftest import ROOT, run_env
 from .test_finetune import SMALL_DATA, SMALL_MODEL, compose_finetune
@@ -172,7 +172,7 @@ def test_meta_learning_stops_on_a_non_finite_loss_before_the_weights_change(proj
 @pytest.fixture
 def policy(tmp_path: Path, tokenizer) -> Path:
     """An untrained tiny decoder exported as a causal LM run."""
-    from lmlab.runs.exports import write_export
+    from lmlab.runs.export_dir import write_export
 
     from .test_rl import tiny_decoder
 

@@ -19,7 +19,16 @@ def _job(root: str, i: int) -> None:
 
     uri = f"sqlite:///{root}/mlflow.db"
     params = {f"param{j}": str(j) for j in range(50)}
-    run = open_run(uri, "lmlab", "", Path(root) / f"job{i}", f"job{i}", {"job": str(i)}, params, resume=False)
+    run = open_run(
+        uri,
+        experiment="lmlab",
+        artifact_location="",
+        run_dir=Path(root) / f"job{i}",
+        run_name=f"job{i}",
+        tags={"job": str(i)},
+        params=params,
+        resume=False,
+    )
     logger = TrackedRunLogger(run, "lmlab")
     for step in range(STEPS):
         logger.log_metrics({"train/loss": float(i * 1000 + step), "lr": 0.1}, step)

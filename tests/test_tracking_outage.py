@@ -134,7 +134,16 @@ def test_a_store_that_never_answers_is_a_clear_error_naming_it_without_its_passw
     monkeypatch.setattr(mlflow_run, "CONNECT_WAIT_S", 0.0)
     uri = f"http://alice:s3cret@127.0.0.1:{_free_port()}"  # nothing listens there
     with pytest.raises(mlflow_run.TrackingUnavailable) as raised:
-        mlflow_run.open_run(uri, "x", "", tmp_path / "run", "run", {}, {}, resume=False)
+        mlflow_run.open_run(
+            uri,
+            experiment="x",
+            artifact_location="",
+            run_dir=tmp_path / "run",
+            run_name="run",
+            tags={},
+            params={},
+            resume=False,
+        )
     message = str(raised.value)
     assert "http://alice:***@127.0.0.1" in message and "s3cret" not in message
     assert "logger=mlflow" in message
@@ -153,7 +162,16 @@ def test_a_store_that_answers_after_a_while_is_waited_for(tmp_path, monkeypatch,
 
     monkeypatch.setattr(MlflowClient, "search_experiments", restarting)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    run = mlflow_run.open_run(uri, "x", "", tmp_path / "run", "run", {}, {"p": "1"}, resume=False)
+    run = mlflow_run.open_run(
+        uri,
+        experiment="x",
+        artifact_location="",
+        run_dir=tmp_path / "run",
+        run_name="run",
+        tags={},
+        params={"p": "1"},
+        resume=False,
+    )
     assert MlflowClient(uri).get_run(run.run_id).data.params == {"p": "1"}
     assert sum("does not answer" in r.getMessage() for r in caplog.records) == 1  # said once, not every retry
 

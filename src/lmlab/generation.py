@@ -1,6 +1,6 @@
 """Text generation from a trained run: greedy, sampling (temperature, top-k, top-p) and beam search.
 
-`generate.py` loads a run (`lmlab.runs.exports.load_export`: an export dir, a run dir or an MLflow run id) into a
+`generate.py` loads a run (`lmlab.runs.export_dir.load_export`: an export dir, a run dir or an MLflow run id) into a
 `LoadedRun`; the decoding here needs only the backbone and the tokenizer.
 """
 

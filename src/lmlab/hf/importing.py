@@ -18,7 +18,7 @@ from lmlab.data.cache import atomic_directory, fingerprint
 from lmlab.data.tokenizer import TrainedTokenizer
 from lmlab.errors import InputError, MissingInputFile
 from lmlab.hf.architectures import mapping_named
-from lmlab.hf.heads import head_rules
+from lmlab.hf.head_mapping import head_rules
 from lmlab.hf.tokenizer import hf_tokenizer_file, with_lmlab_specials
 from lmlab.models import ModelConfig
 

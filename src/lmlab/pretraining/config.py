@@ -16,7 +16,7 @@ from lmlab.runs.config import ResumeConfig, RunConfig, register_resolvers
 
 @dataclass
 class TrainConfig(RunConfig, ResumeConfig):
-    SHARDS: ClassVar[bool] = True  # trainer.strategy=fsdp is for this stage (`lmlab.runs.start`)
+    SHARDS: ClassVar[bool] = True  # trainer.strategy=fsdp is for this stage (`lmlab.runs.stage_config`)
 
     model: ModelConfig = field(default_factory=ModelConfig)
     # Validated against the chosen objective's own schema when the objective is built.

@@ -17,7 +17,7 @@ from lmlab.errors import InputError
 from lmlab.objectives import available_objectives, build_objective
 from lmlab.objectives.heldout import heldout_scores, validation_batches
 from lmlab.runs.config import PathsConfig
-from lmlab.runs.exports import load_checked, strip_prefix
+from lmlab.runs.export_dir import load_checked, strip_prefix
 from lmlab.runs.starting_point import load_run
 
 

@@ -22,7 +22,7 @@ from lmlab.pretraining.examples import describe_examples
 from lmlab.pretraining.module import PretrainModule
 from lmlab.runs.driver import Export, Stage, run_stage
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import ExportedRun, load_checked, strip_prefix
+from lmlab.runs.export_dir import ExportedRun, load_checked, strip_prefix
 from lmlab.runs.sharding import Sharding
 from lmlab.runs.starting_point import check_tokenizer_path, load_run, refuse_unused_architecture
 from lmlab.tracking.loss_curve import plot_loss_curve

@@ -101,7 +101,15 @@ class RLModule(pl.LightningModule):
         cfg = self.algorithm.cfg
         model = self.policy if model is None else model
         out = sample(
-            model, ids, group, cfg.max_new_tokens, cfg.temperature, self.end_id, self.pad_id, generator, self.start_id
+            model,
+            ids,
+            group,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            end_id=self.end_id,
+            pad_id=self.pad_id,
+            generator=generator,
+            start_id=self.start_id,
         )
         texts = self.tokenizer.tokenizer.decode_batch(out.completions())
         assert self.reward is not None

@@ -52,6 +52,7 @@ def sample(
     backbone: Backbone,
     prompts: list[list[int]],
     group: int,
+    *,
     max_new_tokens: int,
     temperature: float,
     end_id: int,

@@ -31,7 +31,7 @@ from lmlab.rl.rewards import Reward, RewardContext, reward_class
 from lmlab.runs.config_drift import start_inputs
 from lmlab.runs.driver import Export, Stage, run_stage
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import ExportedRun
+from lmlab.runs.export_dir import ExportedRun
 from lmlab.runs.starting_point import load_run
 from lmlab.runs.step_loader import ExampleStream, StepLoader
 from lmlab.tracking.mlflow_run import MlflowRun

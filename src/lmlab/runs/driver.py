@@ -35,11 +35,11 @@ from lmlab.runs.checkpoints import LAST
 from lmlab.runs.config_drift import bind_inputs, check_resume_config
 from lmlab.runs.console import closing_summary
 from lmlab.runs.entry import lead_process
-from lmlab.runs.exports import write_export
+from lmlab.runs.export_dir import write_export
 from lmlab.runs.finished import finished_metrics, finished_on_other_inputs, record_finished
 from lmlab.runs.resume import checkpoint_callbacks, record_start, record_stop, resume_point
-from lmlab.runs.start import start_stage
-from lmlab.runs.tracked import failure_recorded, track_run
+from lmlab.runs.run_record import failure_recorded, track_run
+from lmlab.runs.stage_config import start_stage
 from lmlab.runs.trainer import build_trainer, lightning_logger
 from lmlab.tracking.identity import redacted
 from lmlab.tracking.mlflow_run import MlflowRun
@@ -162,7 +162,13 @@ def run_stage(cfg: DictConfig, run_dir: Path, stage_cls: type[Stage[Any]]) -> di
     if lead:
         resume_tags = record_start(run_dir, resolved, start, changes)
         tracked = track_run(
-            conf.logger, Path(conf.paths.root), run_dir, stage.run_name(), stage.tags(), resolved, resume_tags
+            conf.logger,
+            root=Path(conf.paths.root),
+            run_dir=run_dir,
+            run_name=stage.run_name(),
+            tags=stage.tags(),
+            resolved=resolved,
+            resume_tags=resume_tags,
         )
         stage.started(tracked, resumed=resuming)
     trainer, best = None, None

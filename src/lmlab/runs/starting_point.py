@@ -15,7 +15,7 @@ from lmlab.data.tokenizer import TrainedTokenizer, load_or_train_tokenizer
 from lmlab.errors import InputError
 from lmlab.hf.importing import is_hf, load_hf
 from lmlab.models import Backbone, ModelConfig
-from lmlab.runs.exports import ExportedRun, load_export
+from lmlab.runs.export_dir import ExportedRun, load_export
 
 
 @dataclass

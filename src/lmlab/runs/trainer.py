@@ -78,7 +78,7 @@ def strategy(t: TrainerConfig, find_unused_parameters: bool = False) -> str | St
 
 
 class TrackedRunLogger(Logger):
-    """Lightning's view of the MLflow run lmlab opened (`lmlab.runs.tracked`), written through its `BufferedClient`
+    """Lightning's view of the MLflow run lmlab opened (`lmlab.runs.run_record`), written through its `BufferedClient`
     so training goes on through a tracking outage. Built on Lightning's public `Logger` base: lmlab owns the run,
     so it needs none of `MLFlowLogger`'s run creation. A metric at a step the run already holds (a step replayed
     after resuming from an earlier checkpoint, which reproduces the same value) is not logged a second time.

@@ -19,8 +19,8 @@ from lmlab.errors import InputError
 from lmlab.pretraining.budget import flops_per_step
 from lmlab.pretraining.config import TrainConfig
 from lmlab.runs.console import closing_summary
-from lmlab.runs.start import start_stage
-from lmlab.runs.tracked import track_run
+from lmlab.runs.run_record import track_run
+from lmlab.runs.stage_config import start_stage
 from lmlab.studies.config import SCRATCH, StudyConfig, StudySettings, hydra_value
 from lmlab.studies.launch import run_stage
 from lmlab.studies.plan import finetuning_calls, pretraining_calls, pretraining_overrides
@@ -120,7 +120,15 @@ def study(cfg: DictConfig, run_dir: Path) -> Path:
         **{f"lmlab.flops_per_step.{o}": str(f) for o, f in flops.items()},
     }
     resume = tags if (run_dir / RUN_FILE).is_file() else None
-    tracked = track_run(conf.logger, root, run_dir, f"study-{settings.name}", tags, resolved, resume)
+    tracked = track_run(
+        conf.logger,
+        root=root,
+        run_dir=run_dir,
+        run_name=f"study-{settings.name}",
+        tags=tags,
+        resolved=resolved,
+        resume_tags=resume,
+    )
     tracking = [f"logger.parent_run_id={tracked.run_id}"] if tracked else []
     client = MlflowClient(tracked.tracking_uri) if tracked else None
     logs = run_dir / "logs"

@@ -66,6 +66,7 @@ class MlflowRun:
 
 def open_run(
     tracking_uri: str,
+    *,
     experiment: str,
     artifact_location: str,
     run_dir: Path,

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from lmlab.errors import InputError
 from lmlab.rl.prompts import Prompt
 from lmlab.rl.rewards.base import Reward, RewardContext
-from lmlab.runs.exports import load_checked, load_export, strip_prefix
+from lmlab.runs.export_dir import load_checked, load_export, strip_prefix
 from lmlab.tasks import family_class
 from lmlab.tasks.base import contextual, pooled
 from lmlab.tasks.examples import TextExample

@@ -24,6 +24,7 @@ def logger_tags(logger: LoggerConfig) -> dict[str, str]:
 
 def track_run(
     logger: LoggerConfig,
+    *,
     root: Path,
     run_dir: Path,
     run_name: str,

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lmlab.errors import InputError
-from lmlab.runs.exports import ExportedRun
+from lmlab.runs.export_dir import ExportedRun
 
 if TYPE_CHECKING:
-    from lmlab.exporting.hf import HFExport
+    from lmlab.publishing.hf import HFExport
 
 
 def check_model_name(name: str) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from lmlab.runs.exports import ExportedRun
+from lmlab.runs.export_dir import ExportedRun
 from lmlab.tracking.identity import redact
 
 if TYPE_CHECKING:
-    from lmlab.exporting.hf import HFExport
+    from lmlab.publishing.hf import HFExport
 
 
 def run_facts(run: ExportedRun, source: str, tracking_uri: str) -> dict[str, Any]:

@@ -14,14 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from lmlab.data.cache import PublishedMeanwhile, atomic_directory
 from lmlab.data.tokenizer import CLS, PAD, SEP
 from lmlab.errors import InputError
-from lmlab.exporting.card import model_card
 from lmlab.generation import GENERATIVE_LAYOUTS
 from lmlab.hf.architectures import mapping_for
-from lmlab.hf.heads import HEADS, head_kind, head_rules
+from lmlab.hf.head_mapping import HEADS, head_kind, head_rules
 from lmlab.hf.mapping import Mapping
 from lmlab.hf.tokenizer import hf_tokenizer
 from lmlab.objectives import objective_traits
-from lmlab.runs.exports import ExportedRun, strip_prefix
+from lmlab.publishing.card import model_card
+from lmlab.runs.export_dir import ExportedRun, strip_prefix
 from lmlab.tasks import family_class
 
 # transformers' pipeline task of each head (what the model card and the MLflow registry declare).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lmlab.config_schema import choice
 from lmlab.errors import InputError
-from lmlab.runs.exports import load_export
+from lmlab.runs.export_dir import load_export
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ class ExportConfig:
 
 def export(c: ExportConfig) -> Path:
     """Write the run `c.run` as `c.format` and return the directory."""
-    from lmlab.exporting.card import run_facts
-    from lmlab.exporting.hf import export_hf
-    from lmlab.exporting.registry import check_model_name, register_model
+    from lmlab.publishing.card import run_facts
+    from lmlab.publishing.hf import export_hf
+    from lmlab.publishing.registry import check_model_name, register_model
 
     c.validate()
     if c.register and not c.tracking_uri:
