@@ -152,6 +152,26 @@ def sigterm_after_first_checkpoint(cmd: list[str], root: Path, env: dict[str, st
     return subprocess.CompletedProcess(cmd, job.returncode, "", stderr)
 
 
+def signal_after_checkpoint(
+    cmd: list[str], root: Path, env: dict[str, str], *, signum: int, stage_dir: str, from_step: int
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """Run `cmd` (an entry point writing under `root`/outputs/`stage_dir`) and send it `signum` once it has saved a
+    best-step checkpoint at step `from_step` or later; the finished process (with its stderr) and the job's
+    last.ckpt path."""
+    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, last = time.monotonic() + 300, None
+    while time.monotonic() < deadline and job.poll() is None:
+        found = list((root / "outputs").glob(f"{stage_dir}/*/checkpoints/best-step*.ckpt"))
+        if found and int(found[0].stem.removeprefix("best-step")) >= from_step:
+            last = found[0].parent / "last.ckpt"
+            break
+        time.sleep(0.1)
+    assert last is not None and job.poll() is None, "the run ended before it could be interrupted"
+    job.send_signal(signum)
+    _, stderr = job.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, job.returncode, "", stderr), last
+
+
 def run_env(root: Path) -> dict[str, str]:
     """Environment for running train.py in a subprocess against a project root in tmp."""
     _link_experiments(root)

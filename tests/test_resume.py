@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from lmlab.pretraining.run import pretrain
 from lmlab.runs.checkpoints import checkpoint_step, latest_checkpoint
 from lmlab.runs.export_dir import load_export
 
-from .conftest import ROOT, TINY, run_env
+from .conftest import ROOT, TINY, run_env, signal_after_checkpoint
 
 QUICK = [*TINY, "trainer.log_every_n_steps=1", "model.dropout=0.1"]
 
@@ -218,18 +217,8 @@ def test_a_killed_train_py_finishes_its_mlflow_run_when_rerun(tmp_path, signum):
     run ends FINISHED with every step's loss logged once."""
     cmd = [sys.executable, "train.py", *TINY, "trainer.max_steps=400", "trainer.log_every_n_steps=1"]
     env = run_env(tmp_path)
-    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    last = None
-    while time.monotonic() < deadline and job.poll() is None:
-        found = list((tmp_path / "outputs").glob("default/*/checkpoints/best-step*.ckpt"))
-        if found and int(found[0].stem.removeprefix("best-step")) >= 20:
-            last = found[0].parent / "last.ckpt"
-            break
-        time.sleep(0.1)
-    assert last is not None and job.poll() is None, "the run ended before it could be interrupted"
-    job.send_signal(signum)
-    _, stderr = job.communicate(timeout=120)
+    job, last = signal_after_checkpoint(cmd, tmp_path, env, signum=signum, stage_dir="default", from_step=20)
+    stderr = job.stderr
     run_dir = last.parent.parent
     client = _client(tmp_path)
     [run] = client.search_runs([client.get_experiment_by_name("lmlab").experiment_id])

@@ -8,7 +8,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from lmlab.finetuning.run import finetune
 from lmlab.runs.checkpoints import checkpoint_step
 from lmlab.runs.export_dir import load_export
 
-from .conftest import ROOT, run_env
+from .conftest import ROOT, run_env, signal_after_checkpoint
 from .test_finetune import SMALL_DATA, SMALL_MODEL, compose_finetune
 
 # A fine-tune from scratch on 64 synthetic documents: 30 steps of batch 8, dropout on (its RNG must resume too).
@@ -212,17 +211,8 @@ def test_a_killed_finetune_py_continues_its_run_when_rerun(tmp_path, signum):
     args = [a for a in FT if not a.startswith(("trainer.max_steps", "model.dropout"))]
     cmd = [sys.executable, "finetune.py", *SMALL_MODEL, *SMALL_DATA, *args, f"trainer.max_steps={steps}"]
     env = run_env(tmp_path)
-    job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline, last = time.monotonic() + 300, None
-    while time.monotonic() < deadline and job.poll() is None:
-        found = list((tmp_path / "outputs").glob("finetune/*/checkpoints/best-step*.ckpt"))
-        if found and int(found[0].stem.removeprefix("best-step")) >= 20:
-            last = found[0].parent / "last.ckpt"
-            break
-        time.sleep(0.1)
-    assert last is not None and job.poll() is None, "the run ended before it could be interrupted"
-    job.send_signal(signum)
-    _, stderr = job.communicate(timeout=120)
+    job, last = signal_after_checkpoint(cmd, tmp_path, env, signum=signum, stage_dir="finetune", from_step=20)
+    stderr = job.stderr
     client, run = _only_run(tmp_path)
     if signum == signal.SIGTERM:
         assert job.returncode == 0, stderr[-2000:]

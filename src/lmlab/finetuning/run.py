@@ -45,6 +45,7 @@ class Finetuning(Stage[FinetuneConfig]):
     exported with its label set (the weights `task.select` names)."""
 
     schema = FinetuneConfig
+    module: FinetuneModule
 
     def setup(self) -> None:
         conf = self.conf
@@ -53,7 +54,7 @@ class Finetuning(Stage[FinetuneConfig]):
         train, validation = load_examples(task, "train"), load_examples(task, "validation")
         cache = Path(conf.paths.cache_dir)
         start = self.start = starting_point(conf.pretrained, conf.model, conf.data, conf.logger.tracking_uri, cache)
-        self._inputs = {
+        self.inputs = {
             **start_inputs(start.tokenizer.fingerprint, start.backbone.state_dict()),
             "examples": fingerprint(repr(train), repr(validation)),
         }
@@ -71,18 +72,11 @@ class Finetuning(Stage[FinetuneConfig]):
             start.lineage["lmlab.pretrained_objective"],
         )
         self.train_features, validation_features = family.features(train), family.features(validation)
-        self._module = FinetuneModule(
+        self.module = FinetuneModule(
             family, start.backbone, family.metrics(validation), conf.optim, conf.trainer.max_steps
         )
         self.main_metric = task.main_metric or cls.main_metric
         self.val_loader: DataLoader = DataLoader(validation_features, batch_size=task.batch_size, collate_fn=_collate)  # type: ignore[arg-type]
-
-    @property
-    def module(self) -> FinetuneModule:
-        return self._module
-
-    def inputs(self) -> dict[str, str]:
-        return self._inputs
 
     def tags(self) -> dict[str, str]:
         return {

@@ -43,6 +43,7 @@ class MetaLearning(Stage[MetaConfig]):
     episodes; exported as the meta-trained encoder (or causal LM)."""
 
     schema = MetaConfig
+    module: MetaModule
     clips_itself = True
 
     def setup(self) -> None:
@@ -60,23 +61,16 @@ class MetaLearning(Stage[MetaConfig]):
             source, conf.seed, conf.trainer.max_steps, self.algo_cfg.tasks_per_step, conf.eval.val_episodes
         )
         self.algorithm = self.cls(self.algo_cfg, start.backbone, self.data.pools.train, self.episodes_cfg.kind)
-        self._inputs = start_inputs(start.tokenizer.fingerprint, start.backbone.state_dict())
+        self.inputs = start_inputs(start.tokenizer.fingerprint, start.backbone.state_dict())
         pools = self.data.pools
         self.pools = {"train": pools.train, "val": pools.val, "test": pools.test, "dropped": pools.dropped}
         log.info("Episodes %s: %s", self.episodes_cfg.name, source.describe())
         t = conf.trainer
-        self._module = MetaModule(self.algorithm, conf.optim, t.max_steps, t.gradient_clip_val, conf.eval.steps)
+        self.module = MetaModule(self.algorithm, conf.optim, t.max_steps, t.gradient_clip_val, conf.eval.steps)
 
     @property
     def trains(self) -> bool:
         return self.cls.meta_trains
-
-    @property
-    def module(self) -> MetaModule:
-        return self._module
-
-    def inputs(self) -> dict[str, str]:
-        return self._inputs
 
     def tags(self) -> dict[str, str]:
         return {

@@ -40,18 +40,16 @@ class Pretraining(Stage[TrainConfig]):
     """An objective on a backbone, trained on a corpus; exported with its loss curve."""
 
     schema = TrainConfig
+    module: PretrainModule
 
     def setup(self) -> None:
         refuse_unused_architecture(self.conf.init, "init", ("model",))
-        self.data, self.tokenizer, self._module, self.lineage = build_pretraining(self.conf)
+        self.data, self.tokenizer, self.module, self.lineage = build_pretraining(self.conf)
         self.history = MetricHistory(self.conf.trainer.log_every_n_steps)
-
-    @property
-    def module(self) -> PretrainModule:
-        return self._module
-
-    def inputs(self) -> dict[str, str]:
-        return {"data_fingerprint": self.data.corpus_fingerprint, "tokenizer_fingerprint": self.tokenizer.fingerprint}
+        self.inputs = {
+            "data_fingerprint": self.data.corpus_fingerprint,
+            "tokenizer_fingerprint": self.tokenizer.fingerprint,
+        }
 
     def tags(self) -> dict[str, str]:
         return {

@@ -49,6 +49,7 @@ class ReinforcementLearning(Stage[RLConfig]):
     own objective, with what RL cost its language model."""
 
     schema = RLConfig
+    module: RLModule
     clips_itself = True
 
     def setup(self) -> None:
@@ -59,14 +60,14 @@ class ReinforcementLearning(Stage[RLConfig]):
         self.data = (
             _preference_inputs(conf, self.policy) if conf.preferences_used() else _reward_inputs(conf, self.policy)
         )
-        self._inputs = start_inputs(self.policy.tokenizer.fingerprint, self.policy.weights)
+        self.inputs = start_inputs(self.policy.tokenizer.fingerprint, self.policy.weights)
         log.info("RL: %s, %s", self.algo_cfg.name, self.data.what)
         hf_tags = {k: v for k, v in lineage.items() if k.startswith("lmlab.hf_")}
         # An hf: policy is named by its source and described by its lmlab.hf_* tags.
         self.policy_run = self.policy.run_id or (conf.policy if hf_tags else str(self.policy.path))
         self.hf_tags = hf_tags
         t = conf.trainer
-        self._module = RLModule(
+        self.module = RLModule(
             self.policy.backbone(),
             algorithm_class(self.algo_cfg.name)(self.algo_cfg),
             reward=self.data.reward,
@@ -79,13 +80,6 @@ class ReinforcementLearning(Stage[RLConfig]):
             completions_dir=self.run_dir / "completions" if lead_process() else None,
             mode_token=objective_traits(self.policy.objective_name).mode_token,
         )
-
-    @property
-    def module(self) -> RLModule:
-        return self._module
-
-    def inputs(self) -> dict[str, str]:
-        return self._inputs
 
     def tags(self) -> dict[str, str]:
         return {

@@ -67,6 +67,10 @@ class Stage(ABC, Generic[C]):
     schema: ClassVar[type]
     # A stage that steps its optimiser itself clips its own gradients (Lightning clips only automatic optimisation).
     clips_itself: ClassVar[bool] = False
+    # Set by setup(): what the stage trains, and the fingerprints of what it reads (a resume, and the reuse of a
+    # finished run, are bound to them).
+    module: pl.LightningModule
+    inputs: dict[str, str]
 
     def __init__(self, conf: C, run_dir: Path) -> None:
         self.conf = conf
@@ -74,20 +78,13 @@ class Stage(ABC, Generic[C]):
 
     @abstractmethod
     def setup(self) -> None:
-        """Read the inputs and build the module: everything that can refuse them runs here, before any write."""
+        """Read the inputs and build the module (`module`, `inputs`): everything that can refuse them runs here,
+        before any write."""
 
     @property
     def trains(self) -> bool:
         """Whether the stage trains (a meta-learning baseline only adapts at meta-test)."""
         return True
-
-    @property
-    @abstractmethod
-    def module(self) -> pl.LightningModule: ...
-
-    @abstractmethod
-    def inputs(self) -> dict[str, str]:
-        """The fingerprints of what the run reads: a resume, and the reuse of a finished run, are bound to them."""
 
     @abstractmethod
     def tags(self) -> dict[str, str]: ...
@@ -143,7 +140,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, stage_cls: type[Stage[Any]]) -> di
         if (run_dir / "export").exists():  # an export dir is made when there is a run to export, not before
             check_writable_dir(run_dir / "export", "the export directory")
     resolved = redacted(OmegaConf.to_container(cfg, resolve=True))
-    inputs = stage.inputs()
+    inputs = stage.inputs
     done = finished_metrics(run_dir, resolved, inputs) if conf.resume and conf.ckpt_path is None else None
     if done is not None:
         log.info("%s already finished with this config on these inputs: its result is reused", run_dir)
