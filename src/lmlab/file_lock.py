@@ -27,10 +27,13 @@ class LockHeld(OSError):
 
 
 @contextmanager
-def file_lock(path: Path, *, wait: bool = True, required: bool = True) -> Iterator[int | None]:
+def file_lock(
+    path: Path, *, wait: bool = True, required: bool = True, unlocked: str = "this block runs without it"
+) -> Iterator[int | None]:
     """Hold an exclusive lock on `path` (created if missing) for the block; yields its open descriptor, which the
     holder may write who it is into. `wait=False` raises LockHeld at once when another process holds it. Where the
-    filesystem has no file locks, `required=False` runs the block unlocked (yielding None) instead of raising."""
+    filesystem has no file locks, `required=False` runs the block unlocked (yielding None, and warning what that
+    means: `unlocked`) instead of raising."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -40,7 +43,7 @@ def file_lock(path: Path, *, wait: bool = True, required: bool = True) -> Iterat
         except OSError as err:
             if required:
                 raise
-            log.warning("No file lock on %s (%s): this block runs without it", path, err)
+            log.warning("No file lock on %s (%s): %s", path, err, unlocked)
             yield None
             return
         try:

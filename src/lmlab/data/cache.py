@@ -72,7 +72,8 @@ def building(final: Path) -> Iterator[None]:
     nobody waits and nothing is removed: concurrent builders each write, and `atomic_directory` keeps the first.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.parent / f".{final.name}.lock", required=False) as held:
+    lock = final.parent / f".{final.name}.lock"
+    with file_lock(lock, required=False, unlocked="a concurrent build of it is not waited for") as held:
         if held is not None:
             _remove_unfinished(final)
         yield

@@ -117,7 +117,8 @@ class Stage(ABC, Generic[C]):
         return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     @abstractmethod
-    def export(self) -> Export: ...
+    def export(self) -> Export:
+        """What to export; called on every rank (gathering sharded weights is a collective), written by the lead."""
 
     def after_export(self, export_dir: Path, tracked: MlflowRun | None) -> dict[str, float]:
         """What the stage measures or writes once exported (lead process); metrics it adds to the results."""
@@ -188,9 +189,10 @@ def run_stage(cfg: DictConfig, run_dir: Path, stage_cls: type[Stage[Any]]) -> di
         best_path = Path(best.best_model_path) if best is not None and best.best_model_path else None
         logged = set() if trainer is None else set(trainer.callback_metrics)
         metrics = stage.results(trainer, best_path)
+        export = stage.export()  # on every rank: gathering sharded (FSDP) weights is a collective
         if not lead:
             return metrics
-        export_dir = _write(stage, resolved, tracked)
+        export_dir = _write(stage, export, resolved, tracked)
         metrics.update(stage.after_export(export_dir, tracked))
         if tracked is not None:
             for key, value in metrics.items():  # what the stage measured beyond Lightning's logging: at the last step
@@ -206,8 +208,7 @@ def run_stage(cfg: DictConfig, run_dir: Path, stage_cls: type[Stage[Any]]) -> di
     return metrics
 
 
-def _write(stage: Stage[Any], resolved: dict[str, Any], tracked: MlflowRun | None) -> Path:
-    export = stage.export()
+def _write(stage: Stage[Any], export: Export, resolved: dict[str, Any], tracked: MlflowRun | None) -> Path:
     metadata = {
         **export.metadata,
         "global_step": str(stage.step()),
