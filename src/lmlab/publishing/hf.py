@@ -19,10 +19,8 @@ from lmlab.hf.architectures import mapping_for
 from lmlab.hf.head_mapping import HEADS, head_kind, head_rules
 from lmlab.hf.mapping import Mapping
 from lmlab.hf.tokenizer import hf_tokenizer
-from lmlab.objectives import objective_traits
 from lmlab.publishing.card import model_card
 from lmlab.runs.export_dir import ExportedRun, strip_prefix
-from lmlab.tasks import family_class
 
 # transformers' pipeline task of each head (what the model card and the MLflow registry declare).
 PIPELINE_TASKS = {
@@ -115,6 +113,10 @@ def export_hf(run: ExportedRun, out: Path, card_facts: dict[str, Any]) -> HFExpo
     """Write `run` as a Hugging Face model into `out` (which must not exist or be empty)."""
     cfg = run.model_cfg
     mapping = mapping_for(cfg)
+    # Imported here: the objectives and task families pull in torchmetrics, which `export.py --help` never needs.
+    from lmlab.objectives import objective_traits
+    from lmlab.tasks import family_class
+
     family = task_family(run)
     task_head = None if family is None else family_class(family).hf_head
     traits = objective_traits(run.objective_name)
